@@ -1,0 +1,3 @@
+from cdrflow.cli import main
+
+main()

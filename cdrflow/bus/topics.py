@@ -1,0 +1,93 @@
+"""Every topic, declared once: name, partitions, retention, and its dead-letter topic.
+
+Record-level topics are keyed by file id, so one file's batches stay in order
+on one partition; file-level topics are keyed by fingerprint (dedupe sees
+identical content on one partition, in arrival order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cdrflow.errors import BrokerError
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    suffix: str
+    partitions: int
+    retention_days: int
+
+
+class Topic(Enum):
+    FILE_ARRIVED = TopicSpec("file-arrived", 3, 14)
+    FILE_HELD = TopicSpec("file-held", 3, 14)
+    FILE_ACCEPTED = TopicSpec("file-accepted", 3, 14)
+    RECORD_PARSED = TopicSpec("record-parsed", 6, 7)
+    CALL_RATED = TopicSpec("call-rated", 6, 7)
+    RUN_CLOSED = TopicSpec("run-closed", 3, 30)
+    INVOICE_ISSUED = TopicSpec("invoice-issued", 3, 90)
+    ADMIN_COMMANDS = TopicSpec("admin-commands", 3, 30)
+
+
+DEAD_LETTER_SUFFIX = ".dead-letter"
+DEAD_LETTER_RETENTION_DAYS = 90
+
+
+def topic_name(namespace: str, topic: Topic) -> str:
+    return f"{namespace}.{topic.value.suffix}"
+
+
+def dead_letter_name(namespace: str, topic: Topic) -> str:
+    """Each consumed topic has its own dead-letter topic beside it."""
+    return topic_name(namespace, topic) + DEAD_LETTER_SUFFIX
+
+
+def declared_topics(namespace: str) -> list[NewTopic]:
+    topics = []
+    for topic in Topic:
+        spec = topic.value
+        topics.append(
+            NewTopic(
+                topic_name(namespace, topic),
+                num_partitions=spec.partitions,
+                replication_factor=-1,
+                config={"retention.ms": str(spec.retention_days * DAY_MS)},
+            )
+        )
+        topics.append(
+            NewTopic(
+                dead_letter_name(namespace, topic),
+                num_partitions=1,
+                replication_factor=-1,
+                config={"retention.ms": str(DEAD_LETTER_RETENTION_DAYS * DAY_MS)},
+            )
+        )
+    return topics
+
+
+def provision_topics(bootstrap: str, namespace: str, timeout: float = 30) -> list[str]:
+    """Create whatever declared topic is missing; existing ones are left alone. Returns created names."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise BrokerError(f"can't list topics on {bootstrap}: {exc}") from exc
+    missing = [t for t in declared_topics(namespace) if t.topic not in existing]
+    if not missing:
+        return []
+    created = []
+    for name, future in admin.create_topics(missing, operation_timeout=timeout).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"can't create topic {name} on {bootstrap}: {exc}") from exc
+    return created

@@ -1,0 +1,68 @@
+"""The CLI's client of the admin API: every operator command goes through the same HTTP API as the console."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cdrflow.errors import BadFileError, CdrflowError, InfrastructureError
+
+
+class AdminApiError(CdrflowError):
+    """The admin API refused a request; the message is the API's own explanation."""
+
+
+class AdminClient:
+    def __init__(self, base_url: str, timeout: float = 60) -> None:
+        self.base_url = base_url
+        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise InfrastructureError(
+                f"admin API at {self.base_url} is not reachable ({exc}): is 'cdrflow up' running?") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise AdminApiError(f"{message} (HTTP {response.status_code})")
+        return response.json() if response.headers.get("content-type", "").startswith("application/json") else response.text
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def upload(self, path: Path, *, carrier: str, kind: str, period: str, direction: str) -> dict[str, Any]:
+        """Stream the file to the API (never read whole into memory)."""
+        try:
+            fh = path.open("rb")
+        except OSError as exc:
+            raise BadFileError(f"can't read the file: {exc.strerror}", file=str(path)) from exc
+        with fh:
+            params = {"carrier": carrier, "kind": kind, "period": period, "direction": direction, "name": path.name}
+            return self._call("POST", "/files", params=params, content=fh)
+
+    def files(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/files", params={"status": status} if status else None)
+
+    def file(self, file_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/files/{file_id}")
+
+    def file_command(self, file_id: str, command: str) -> dict[str, Any]:
+        return self._call("POST", f"/files/{file_id}/{command}")
+
+    def close_run(self, customer: str, period: str) -> dict[str, Any]:
+        return self._call("POST", "/billing-runs", json={"customer": customer, "period": period})
+
+    def invoices(self, customer: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/invoices", params={"customer": customer} if customer else None)
+
+    def invoice_calls(self, number: str) -> str:
+        return self._call("GET", f"/invoices/{number}/calls.csv")

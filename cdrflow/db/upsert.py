@@ -1,0 +1,21 @@
+"""Idempotent bulk inserts: a row whose unique key exists already is skipped, not an error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def insert_new(session: Session, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str]) -> int:
+    """Insert ``rows``, skipping those whose ``key`` columns match an existing row. Returns rows inserted."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(key))
+    result = session.execute(stmt, list(rows))
+    return max(result.rowcount, 0)

@@ -1,0 +1,96 @@
+"""The one settings object, read from the environment once at start-up and passed in.
+
+Nothing else in cdrflow reads ``os.environ`` (the local-broker installer's
+``CDRFLOW_KAFKA_LIBS`` cache location being the documented exception).
+Every field can be set as ``CDRFLOW_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdrflow.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Where cdrflow keeps its data and how it reaches the broker and database."""
+
+    model_config = SettingsConfigDict(env_prefix="CDRFLOW_", frozen=True, extra="ignore")
+
+    data_dir: Path = Path("var")
+    """Home of the embedded defaults: SQLite file, file store, local broker."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL; empty means SQLite at ``<data_dir>/cdrflow.db``."""
+
+    kafka_bootstrap: str | None = None
+    """An existing Kafka cluster; empty means the project's own local broker."""
+
+    kafka_port: int = 9092
+    """Client port of the local broker (only used when kafka_bootstrap is empty)."""
+
+    namespace: str = "cdrflow"
+    """Prefix of every topic and consumer group, so several pipelines share a cluster."""
+
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8640
+
+    timezone: str = "Europe/London"
+    """The operator's time zone: billing periods and naive CDR times are read in it."""
+
+    batch_size: int = 1000
+    """Records per record-parsed / call-rated message."""
+
+    log_level: str = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/London)") from exc
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'cdrflow.db').resolve()}"
+
+    @property
+    def file_store_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def local_kafka_home(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin_host}:{self.admin_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (plus explicit overrides), translating errors."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid cdrflow settings: {exc}") from exc

@@ -1,0 +1,1 @@
+"""cdrflow services: each folder is a domain library plus a thin `service` module."""

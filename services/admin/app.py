@@ -1,0 +1,189 @@
+"""The operator HTTP API (Starlette). Every action an operator takes becomes an event;
+the API never changes pipeline state behind the services' backs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cdrflow.bus import Topic, topic_name
+from cdrflow.db.models import Customer, File, FileCandidate, Invoice
+from cdrflow.errors import CdrflowError, InfrastructureError, InputError
+from cdrflow.events import Event, EventType, event_id
+from cdrflow.intake import FileMetadata, file_arrived, safe_name
+from cdrflow.log import get_logger
+from cdrflow.runtime import Runtime
+from services.invoicer.periods import month_period
+
+log = get_logger(__name__)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def file_view(file: File, candidates: list[File] | None = None) -> dict[str, Any]:
+    view = file.metadata_for_event() | {
+        "channel": file.channel, "received_at": file.received_at.isoformat(), "status": file.status,
+        "status_reason": file.status_reason, "rows": file.rows, "rejected": file.rejected, "calls": file.calls,
+    }
+    if candidates is not None:
+        view["candidates"] = [{"file_id": c.id, "original_name": c.original_name, "status": c.status} for c in candidates]
+    return view
+
+
+def invoice_view(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_number": invoice.number, "customer": invoice.customer,
+        "period_start": invoice.period_start.isoformat(), "period_end": invoice.period_end.isoformat(),
+        "issued_at": invoice.issued_at.isoformat(), "total": f"{invoice.total:.4f}",
+        "charges": [{"description": c.description, "quantity": c.quantity, "amount": f"{c.amount:.4f}"}
+                    for c in invoice.charges],
+        "calls_csv": invoice.calls_csv,
+    }
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    ns = runtime.settings.namespace
+
+    def publish(topic: Topic, key: str, event: Event) -> None:
+        runtime.producer.send(topic_name(ns, topic), key, event)
+        runtime.producer.flush(timeout=30)
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def upload(request: Request) -> Response:
+        """Stream the body into the file store, then announce it. Metadata is checked first,
+        so a refused upload stores nothing and announces nothing."""
+        q = request.query_params
+        missing = [k for k in ("carrier", "kind", "direction", "name") if not q.get(k)]
+        if missing:
+            return _error(400, f"missing query parameter(s): {', '.join(missing)}")
+        meta = FileMetadata(carrier=q["carrier"], kind=q["kind"], period=q.get("period", "daily"),
+                            direction=q["direction"], original_name=safe_name(q["name"]), channel="upload")
+
+        def check() -> None:
+            with runtime.database.transaction() as session:
+                meta.check(session)
+
+        await run_in_threadpool(check)
+        stored = await runtime.store.put_async_chunks(request.stream())
+        event = file_arrived(stored, meta, runtime.source, {"uploaded_name": q["name"]})
+        await run_in_threadpool(publish, Topic.FILE_ARRIVED, stored.fingerprint, event)
+        log.info("file_uploaded", file_id=event.data["file_id"], fingerprint=stored.fingerprint,
+                 size=stored.size, carrier=meta.carrier, original_name=meta.original_name)
+        return JSONResponse({"file_id": event.data["file_id"], "fingerprint": stored.fingerprint,
+                             "size": stored.size}, status_code=201)
+
+    def list_files(request: Request) -> Response:
+        with runtime.database.transaction() as session:
+            stmt = select(File).order_by(File.received_at, File.id)
+            if status := request.query_params.get("status"):
+                stmt = stmt.where(File.status == status)
+            return JSONResponse([file_view(f) for f in session.scalars(stmt)])
+
+    def show_file(request: Request) -> Response:
+        with runtime.database.transaction() as session:
+            file = session.get(File, request.path_params["file_id"])
+            if file is None:
+                raise HTTPException(404, f"no file {request.path_params['file_id']}")
+            candidates = session.scalars(
+                select(File).join(FileCandidate, FileCandidate.candidate_file_id == File.id)
+                .where(FileCandidate.file_id == file.id)).all()
+            return JSONResponse(file_view(file, list(candidates)))
+
+    def file_command(request: Request) -> Response:
+        file_id, command = request.path_params["file_id"], request.path_params["command"]
+        if command not in ("release", "discard"):
+            raise HTTPException(404, f"no such file command {command!r}: use release or discard")
+        with runtime.database.transaction() as session:
+            file = session.get(File, file_id)
+            if file is None:
+                raise HTTPException(404, f"no file {file_id}")
+            if file.status != "held":
+                return _error(409, f"file {file_id} is {file.status}, not held: only held files can be {command}d")
+        command_id = str(uuid.uuid4())
+        event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=file_id, id=command_id,
+                      data={"command": command, "file_id": file_id,
+                            "operator": request.headers.get("x-operator", "operator")})
+        publish(Topic.ADMIN_COMMANDS, file_id, event)
+        return JSONResponse({"command_id": command_id, "command": command, "file_id": file_id}, status_code=202)
+
+    async def close_run(request: Request) -> Response:
+        body = await request.json()
+        customer, label = body.get("customer"), body.get("period")
+        if not customer or not label:
+            return _error(400, "a billing run needs 'customer' and 'period' (YYYY-MM)")
+        period = month_period(label)
+
+        def known() -> bool:
+            with runtime.database.transaction() as session:
+                return session.get(Customer, customer) is not None
+
+        if not await run_in_threadpool(known):
+            return _error(404, f"unknown customer {customer!r}")
+        run_id = str(uuid.uuid4())
+        event = Event(type=EventType.RUN_CLOSED, source=runtime.source, subject=f"{customer}/{period.label}",
+                      id=event_id(EventType.RUN_CLOSED, run_id),
+                      data={"run_id": run_id, "customer": customer, "period": period.label,
+                            "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
+                            "trigger": "manual"})
+        await run_in_threadpool(publish, Topic.RUN_CLOSED, customer, event)
+        return JSONResponse({"run_id": run_id, "customer": customer, "period": period.label}, status_code=202)
+
+    def list_invoices(request: Request) -> Response:
+        with runtime.database.transaction() as session:
+            stmt = select(Invoice).where(Invoice.number.is_not(None)).order_by(Invoice.id)
+            if customer := request.query_params.get("customer"):
+                stmt = stmt.where(Invoice.customer == customer)
+            return JSONResponse([invoice_view(i) for i in session.scalars(stmt)])
+
+    def show_invoice(request: Request) -> Response:
+        with runtime.database.transaction() as session:
+            invoice = session.scalar(select(Invoice).where(Invoice.number == request.path_params["number"]))
+            if invoice is None:
+                raise HTTPException(404, f"no invoice {request.path_params['number']}")
+            return JSONResponse(invoice_view(invoice))
+
+    def invoice_calls(request: Request) -> Response:
+        with runtime.database.transaction() as session:
+            invoice = session.scalar(select(Invoice).where(Invoice.number == request.path_params["number"]))
+            if invoice is None or invoice.calls_csv is None:
+                raise HTTPException(404, f"no invoice {request.path_params['number']}")
+        return Response(runtime.store.read_bytes(invoice.calls_csv), media_type="text/csv")
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, str(exc.detail))
+
+    async def on_cdrflow_error(_: Request, exc: Exception) -> Response:
+        if isinstance(exc, InputError):
+            return _error(422, str(exc))
+        if isinstance(exc, InfrastructureError):
+            log.error("admin_unavailable", error=str(exc))
+            return _error(503, f"try again later: {exc}")
+        return _error(500, str(exc))
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/files", upload, methods=["POST"]),
+            Route("/files", list_files, methods=["GET"]),
+            Route("/files/{file_id}", show_file, methods=["GET"]),
+            Route("/files/{file_id}/{command}", file_command, methods=["POST"]),
+            Route("/billing-runs", close_run, methods=["POST"]),
+            Route("/invoices", list_invoices, methods=["GET"]),
+            Route("/invoices/{number}", show_invoice, methods=["GET"]),
+            Route("/invoices/{number}/calls.csv", invoice_calls, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: on_http_error, CdrflowError: on_cdrflow_error},
+    )

@@ -1,0 +1,1 @@
+"""Dedupe: fingerprints every arrived file; accepts new content, holds repeated content."""

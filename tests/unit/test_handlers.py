@@ -1,0 +1,132 @@
+"""The services' handlers driven directly (no broker) over SQLite: every event they emit
+matches its schema, repeats are no-ops, and the sample files give the known invoice."""
+
+from decimal import Decimal
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from cdrflow.db import migrate
+from cdrflow.db.models import Call, File, Invoice, OutboxEntry, RejectedRow
+from cdrflow.events import Event, EventType
+from cdrflow.intake import FileMetadata, file_arrived
+from cdrflow.reference import load_carriers, load_customers
+from cdrflow.runtime import Runtime
+from cdrflow.settings import Settings
+from services.dedupe.service import Dedupe
+from services.invoicer.service import Invoicer
+from services.parser.service import Parser
+from services.rater.service import Rater
+from tests.schemas import validate_event
+from cdrflow.demo import SAMPLES
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    settings = Settings(data_dir=tmp_path, batch_size=3)
+    migrate(settings.effective_database_url)
+    rt = Runtime(settings, "test")
+    with rt.database.transaction() as session:
+        load_carriers(session, SAMPLES / "carriers.csv")
+        load_customers(session, SAMPLES / "customers.csv")
+    yield rt
+    rt.database.dispose()
+
+
+def handle(runtime, handler, event):
+    validate_event(event.to_dict())
+    with runtime.database.transaction() as session:
+        out = list(handler(event, session))
+    for o in out:
+        validate_event(o.event.to_dict())
+    return [o.event for o in out]
+
+
+def arrive(runtime, name, carrier="gamma"):
+    stored = runtime.store.put_bytes((SAMPLES / name).read_bytes())
+    meta = FileMetadata(carrier, "cdr", "daily", "outbound", name, "upload")
+    return file_arrived(stored, meta, "cdrflow/admin")
+
+
+def through_pipeline(runtime, name, carrier):
+    dedupe, parser, rater, invoicer = Dedupe(runtime), Parser(runtime), Rater(runtime), Invoicer(runtime)
+    [decision] = handle(runtime, dedupe.on_file_arrived, arrive(runtime, name, carrier))
+    if decision.type != EventType.FILE_ACCEPTED:
+        return decision
+    for parsed in handle(runtime, parser.on_file_accepted, decision):
+        for rated in handle(runtime, rater.on_record_parsed, parsed):
+            handle(runtime, invoicer.on_call_rated, rated)
+    return decision
+
+
+def test_sample_files_become_the_known_october_invoice(runtime):
+    through_pipeline(runtime, "gamma-cdr-20261001.csv", "gamma")
+    through_pipeline(runtime, "btw-cdr-20261002.csv", "btw")
+    held = through_pipeline(runtime, "gamma-cdr-20261001-resent.csv", "gamma")
+    assert held.type == EventType.FILE_HELD
+    assert [c["original_name"] for c in held.data["candidates"]] == ["gamma-cdr-20261001.csv"]
+
+    run = Event(type=EventType.RUN_CLOSED, source="cdrflow/admin", subject="ACME/2026-10", data={
+        "run_id": "6f1c1a52-9a53-4d55-9d7f-2c0f6f0f5a11", "customer": "ACME", "period": "2026-10",
+        "period_start": "2026-10-01", "period_end": "2026-11-01", "trigger": "manual"})
+    handle(runtime, Invoicer(runtime).on_run_closed, run)
+    handle(runtime, Invoicer(runtime).on_run_closed, run)  # a repeat issues nothing new
+    with runtime.database.transaction() as session:
+        [invoice] = session.scalars(select(Invoice)).all()
+        # 0.0313 + 0.0150 + 0.0750 + 0.0003 (gamma) + 0.0600 + 0.0188 + 0.0250 (btw, 1 Nov excluded)
+        assert invoice.total == Decimal("0.2254")
+        assert invoice.charges[0].quantity == 7
+        [entry] = session.scalars(select(OutboxEntry)).all()
+        issued = orjson.loads(entry.payload)
+        validate_event(issued)
+        assert issued["data"]["total"] == "0.2254"
+        assert runtime.store.read_bytes(invoice.calls_csv).count(b"\n") == 8  # header + 7 calls
+        statuses = dict(session.execute(select(File.original_name, File.status)).all())
+        assert statuses == {"gamma-cdr-20261001.csv": "rated", "btw-cdr-20261002.csv": "rated",
+                            "gamma-cdr-20261001-resent.csv": "held"}
+        [reject] = session.scalars(select(RejectedRow)).all()
+        assert (reject.row, reject.reason) == (9, "start 'not-a-date' is not an ISO 8601 date-time")
+        unmatched = session.scalars(select(Call).where(Call.status == "unmatched")).all()
+        assert [c.cli for c in unmatched] == ["441999000000"]
+
+
+def test_replaying_a_parsed_file_after_a_crash_stores_each_call_once(runtime):
+    decision = through_pipeline(runtime, "btw-cdr-20261002.csv", "btw")
+    # As if the parser crashed after emitting its batches but before committing "parsed":
+    with runtime.database.transaction() as session:
+        session.get(File, decision.data["file_id"]).status = "accepted"
+    parser, rater, invoicer = Parser(runtime), Rater(runtime), Invoicer(runtime)
+    for parsed in handle(runtime, parser.on_file_accepted, decision):
+        for rated in handle(runtime, rater.on_record_parsed, parsed):
+            handle(runtime, invoicer.on_call_rated, rated)
+    with runtime.database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Call)) == 5
+        assert session.get(File, decision.data["file_id"]).calls == 5
+
+
+def test_a_repeated_file_arrived_event_repeats_the_same_decision(runtime):
+    event = arrive(runtime, "btw-cdr-20261002.csv", "btw")
+    first = handle(runtime, Dedupe(runtime).on_file_arrived, event)
+    again = handle(runtime, Dedupe(runtime).on_file_arrived, event)
+    assert [e.id for e in first] == [e.id for e in again]
+    assert first[0].type == EventType.FILE_ACCEPTED
+
+
+def test_release_of_a_held_file_accepts_it_and_discard_keeps_it_unbilled(runtime):
+    dedupe = Dedupe(runtime)
+    handle(runtime, dedupe.on_file_arrived, arrive(runtime, "btw-cdr-20261002.csv", "btw"))
+    [held] = handle(runtime, dedupe.on_file_arrived, arrive(runtime, "btw-cdr-20261002.csv", "btw"))
+    [third] = handle(runtime, dedupe.on_file_arrived, arrive(runtime, "btw-cdr-20261002.csv", "btw"))
+    assert len(third.data["candidates"]) == 2
+
+    def command(name, file_id):
+        return Event(type=EventType.ADMIN_COMMAND, source="cdrflow/admin", subject=file_id,
+                     data={"command": name, "file_id": file_id, "operator": "sam"})
+
+    [released] = handle(runtime, dedupe.on_admin_command, command("release", held.subject))
+    assert released.type == EventType.FILE_ACCEPTED and released.data["released"] is True
+    assert handle(runtime, dedupe.on_admin_command, command("discard", third.subject)) == []
+    with runtime.database.transaction() as session:
+        assert session.get(File, third.subject).status == "discarded"
+        assert session.get(File, third.subject).status_reason == "discarded by sam"

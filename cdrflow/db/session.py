@@ -85,7 +85,7 @@ def migrate(url: str) -> None:
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
     except OperationalError as exc:
         raise DatabaseError(f"can't migrate database {engine.url!r}: {exc.orig}") from exc
     finally:

@@ -24,8 +24,13 @@ class CallRecord:
             "cli": self.cli,
             "dialled": self.dialled,
             "start": self.start.isoformat(),
+            "end": None,
             "duration": self.duration,
+            "answered": True,
+            "charge_code": None,
             "cost": None if self.cost is None else f"{self.cost:f}",
+            "account_code": None,
+            "direction": None,
         }
 
 

@@ -115,7 +115,8 @@ CONF
     if [[ $(id -u) -eq 0 ]]; then chown postgres:postgres "$datadir/cdrflow.conf" "$datadir/pg_hba.conf"; fi
 
     say "starting PostgreSQL on 127.0.0.1:$port"
-    if ! as_owner "$bin/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 start >&2; then
+    # 9>&-: the server must not inherit (and so hold forever) our start lock.
+    if ! as_owner "$bin/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 start >&2 9>&-; then
         tail -n 20 "$datadir/server.log" >&2 || true
         die "PostgreSQL failed to start (log: $datadir/server.log)"
     fi

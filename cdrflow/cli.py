@@ -13,7 +13,9 @@ from cdrflow.errors import CdrflowError
 from cdrflow.settings import Settings, load_settings
 
 LOOP_SERVICES = ("dedupe", "parser", "rater", "invoicer")
-NOT_YET = {"collector": "Collection", "mailgate": "Collection"}
+SERVED_SERVICES = ("admin", "collector", "mailgate")
+"""Services with their own serving loop (HTTP, SMTP, polling) rather than a Kafka consumer loop."""
+NOT_YET = {"mailgate": "Collection"}
 
 
 class CdrflowGroup(click.Group):
@@ -112,7 +114,7 @@ def migrate(settings: Settings) -> None:
 
 
 @main.command()
-@click.argument("service", type=click.Choice(LOOP_SERVICES + ("admin",) + tuple(NOT_YET)))
+@click.argument("service", type=click.Choice(LOOP_SERVICES + SERVED_SERVICES))
 @click.pass_obj
 def run(settings: Settings, service: str) -> None:
     """Run one service in this process until SIGTERM or Ctrl-C."""
@@ -125,8 +127,8 @@ def run(settings: Settings, service: str) -> None:
 
     configure_logging(settings.log_level, service)
     runtime = Runtime(settings, service)
-    if service == "admin":
-        import_module("services.admin.service").serve(runtime)
+    if service in SERVED_SERVICES:
+        import_module(f"services.{service}.service").serve(runtime)
         return
     loop = import_module(f"services.{service}.service").build_loop(runtime)
     loop.install_signal_handlers()
@@ -263,21 +265,12 @@ def carriers_add(settings: Settings, code: str, name: str, file_format: str) -> 
     click.echo(f"carrier {code} saved")
 
 
-@main.group()
-def customers() -> None:
-    """Customers and the CLIs that identify them."""
+from cdrflow.cli_sources import collect, sources  # noqa: E402  (commands of the Collection issue)
 
+main.add_command(sources)
+main.add_command(collect)
 
-@customers.command("add")
-@click.argument("code")
-@click.option("--name", required=True)
-@click.option("--rate", required=True, help="flat retail price per minute, e.g. 0.0150")
-@click.option("--cli", "clis", multiple=True, help="a CLI of the customer (repeatable)")
-@click.pass_obj
-def customers_add(settings: Settings, code: str, name: str, rate: str, clis: tuple[str, ...]) -> None:
-    from cdrflow.db import Database
-    from cdrflow.reference import add_customer
+from cdrflow.cli_rating import clis, customers, rate, rates, recon, schedules, tariffs  # noqa: E402
 
-    with Database(settings.effective_database_url).transaction() as session:
-        add_customer(session, code, name, rate, clis)
-    click.echo(f"customer {code} saved with {len(clis)} CLI(s)")
+for command in (tariffs, schedules, rates, customers, clis, recon, rate):
+    main.add_command(command)

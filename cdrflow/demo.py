@@ -14,7 +14,9 @@ import click
 from cdrflow.client import AdminApiError, AdminClient
 from cdrflow.localkafka import free_port
 from cdrflow.orchestrate import infrastructure, pipeline
-from cdrflow.reference import load_carriers, load_customers
+from cdrflow.filestore import FileStore
+from cdrflow.reference import load_carriers
+from services.rater.reference import load_customers, load_rate_sheet, load_tariffs
 from cdrflow.db import Database
 from cdrflow.errors import InfrastructureError
 from cdrflow.settings import Settings
@@ -22,6 +24,24 @@ from cdrflow.settings import Settings
 SAMPLES = Path(__file__).parent / "samples"
 DEMO_PERIOD = "2026-10"
 TERMINAL = {"held", "rated", "failed", "discarded"}
+
+
+SAMPLE_SHEETS = (  # file, kind, owner, direction
+    ("rates-business.csv", "retail", "business", "outbound"),
+    ("rates-business-inbound.csv", "retail", "business", "inbound"),
+    ("wholesale-gamma.csv", "wholesale", "gamma", "outbound"),
+)
+
+
+def load_sample_reference(session, store: FileStore) -> None:  # type: ignore[no-untyped-def]
+    """Carriers, the 'business' tariff with its rate sheets, and customers, from samples/."""
+    load_carriers(session, SAMPLES / "carriers.csv")
+    load_tariffs(session, SAMPLES / "tariffs.csv")
+    session.flush()
+    for name, kind, owner, direction in SAMPLE_SHEETS:
+        load_rate_sheet(session, store, (SAMPLES / name).read_bytes(), source_name=name, kind=kind, owner=owner,
+                        direction=direction)
+    load_customers(session, SAMPLES / "customers.csv")
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 180) -> None:
@@ -47,8 +67,7 @@ def run_demo(base: Settings) -> None:
     with infrastructure(settings):
         database = Database(settings.effective_database_url)
         with database.transaction() as session:
-            load_carriers(session, SAMPLES / "carriers.csv")
-            load_customers(session, SAMPLES / "customers.csv")
+            load_sample_reference(session, FileStore(settings.file_store_dir))
         say(f"broker at {settings.bootstrap}, database migrated, sample carriers and customers loaded")
         with pipeline(settings, log_dir=str(demo_dir)):
             say(f"services running (dedupe, parser, rater, invoicer, admin at {settings.admin_url})")

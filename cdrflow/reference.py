@@ -1,21 +1,20 @@
-"""Reference data operators load: carriers, customers and their CLIs (foundation: flat rates).
+"""Reference data every service shares: carriers, and the change log of all reference data.
 
-Loaders take plain CSV a person can read and diff; each bad line is reported
-with its line number and nothing is loaded from a file that has any.
+Customers, tariffs, rate sheets and schedules belong to rating (services/rater/reference.py).
+Loaders take plain CSV a person can read and diff; a file with any bad line loads nothing.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cdrflow.db.models import Carrier, Customer, CustomerCli
+from cdrflow.db.models import Carrier, ReferenceChange
 from cdrflow.errors import InputError
-from cdrflow.money import MoneyError, to_money
-from cdrflow.numbers import normalise_number
 
 
 class ReferenceDataError(InputError):
@@ -26,29 +25,17 @@ class ReferenceDataError(InputError):
         super().__init__(f"{path}: {len(problems)} problem(s), nothing loaded:\n  " + "\n  ".join(problems))
 
 
-def add_carrier(session: Session, code: str, name: str, file_format: str = "generic-cdr") -> Carrier:
-    carrier = session.get(Carrier, code) or Carrier(code=code)
-    carrier.name, carrier.file_format = name, file_format
-    session.add(carrier)
-    return carrier
+def record_change(session: Session, entity: str, key: str, action: str, detail: str | None = None) -> None:
+    """Append to the change log; its newest id is the reference data's version."""
+    session.add(ReferenceChange(entity=entity, key=key, action=action, detail=detail, changed_at=datetime.now(UTC)))
 
 
-def add_customer(session: Session, code: str, name: str, per_minute_rate: str, clis: Iterable[str] = (),
-                 billing_email: str | None = None) -> Customer:
-    customer = session.get(Customer, code) or Customer(code=code)
-    customer.name, customer.per_minute_rate, customer.billing_email = name, to_money(per_minute_rate), billing_email
-    session.add(customer)
-    for raw in clis:
-        cli = normalise_number(raw)
-        owner = session.get(CustomerCli, cli)
-        if owner is not None and owner.customer_code != code:
-            raise InputError(f"CLI {cli} already belongs to customer {owner.customer_code}")
-        if owner is None:
-            session.add(CustomerCli(cli=cli, customer_code=code))
-    return customer
+def reference_version(session: Session) -> int:
+    return session.scalar(select(func.max(ReferenceChange.id))) or 0
 
 
-def _rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) pairs with lower-cased, trimmed headers; a missing column is refused."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip().lower() for h in reader.fieldnames or []]
@@ -56,30 +43,22 @@ def _rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, st
         if missing:
             raise ReferenceDataError(str(path), [f"line 1: header lacks {', '.join(missing)}"])
         reader.fieldnames = header
-        return [(n, {k: (v or "").strip() for k, v in row.items()}) for n, row in enumerate(reader, start=2)]
+        return [(n, {k: (v or "").strip() for k, v in row.items() if k}) for n, row in enumerate(reader, start=2)]
+
+
+def add_carrier(session: Session, code: str, name: str, file_format: str = "generic-cdr") -> Carrier:
+    carrier = session.get(Carrier, code)
+    action = "changed" if carrier else "added"
+    carrier = carrier or Carrier(code=code)
+    carrier.name, carrier.file_format = name, file_format
+    session.add(carrier)
+    record_change(session, "carrier", code, action, f"{name} ({file_format})")
+    return carrier
 
 
 def load_carriers(session: Session, path: Path) -> int:
-    """CSV ``code,name,file_format``."""
-    rows = _rows(path, ("code", "name"))
+    """CSV ``code,name[,file_format]``."""
+    rows = csv_rows(path, ("code", "name"))
     for _, row in rows:
         add_carrier(session, row["code"], row["name"], row.get("file_format") or "generic-cdr")
     return len(rows)
-
-
-def load_customers(session: Session, path: Path) -> int:
-    """CSV ``customer,name,per_minute_rate,cli`` — one line per CLI; the rate on each line must agree."""
-    rows = _rows(path, ("customer", "name", "per_minute_rate", "cli"))
-    problems = []
-    for number, row in rows:
-        try:
-            to_money(row["per_minute_rate"])
-        except MoneyError as exc:
-            problems.append(f"line {number}: per_minute_rate {row['per_minute_rate']!r}: {exc}")
-        if not row["cli"]:
-            problems.append(f"line {number}: cli is empty")
-    if problems:
-        raise ReferenceDataError(str(path), problems)
-    for _, row in rows:
-        add_customer(session, row["customer"], row["name"], row["per_minute_rate"], [row["cli"]])
-    return len({row["customer"] for _, row in rows})

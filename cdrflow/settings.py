@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdrflow.errors import ConfigurationError
@@ -47,6 +47,44 @@ class Settings(BaseSettings):
     """Records per record-parsed / call-rated message."""
 
     log_level: str = "INFO"
+
+    # --- collection (docs/collection.md) ---
+    secret_key: str | None = Field(default=None, repr=False)
+    """Fernet key that encrypts source passwords and private keys at rest (``cdrflow sources keygen``)."""
+
+    collector_timeout: float = 30.0
+    """Seconds allowed for a remote source to connect, log in or answer one request."""
+
+    collector_settle_seconds: float = 2.0
+    """A new or changed remote file is listed twice this far apart; if its size or mtime moved, it waits."""
+
+    collector_max_backoff: int = 3600
+    """Longest wait, in seconds, between retries of a failing source."""
+
+    mail_domain: str = "localhost"
+    """The domain of the mail gateway's addresses: cdrs@, <carrier>.cdrs@, <carrier>.daily@, …"""
+
+    mailgate_host: str = "127.0.0.1"
+    mailgate_port: int = 8025
+
+    mailgate_max_message_bytes: int = 50_000_000
+    """Largest message accepted (advertised with SIZE)."""
+
+    mailgate_max_attachments: int = 100
+    """Most billing files one message may carry (after unpacking zip/gz and forwarded messages)."""
+
+    mailgate_max_unpacked_bytes: int = 500_000_000
+    """Most bytes one message's attachments may unpack to (a zip bomb is refused)."""
+
+    mailgate_tls_cert: Path | None = None
+    mailgate_tls_key: Path | None = None
+    """Certificate and key: when set, the gateway offers STARTTLS."""
+
+    mailgate_users: str | None = Field(default=None, repr=False)
+    """``user:password`` pairs separated by spaces: operators who may AUTH (and then skip sender allow-lists)."""
+
+    mailgate_auth_require_tls: bool = True
+    """AUTH only after STARTTLS (turn off only on a trusted network)."""
 
     @field_validator("timezone")
     @classmethod

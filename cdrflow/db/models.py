@@ -12,6 +12,8 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Date,
     ForeignKey,
     Index,
@@ -36,6 +38,57 @@ class Carrier(Base):
     code: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     file_format: Mapped[str] = mapped_column(String(64), default="generic-cdr")
+    file_name_pattern: Mapped[str | None] = mapped_column(String(200))
+    """Regular expression (searched, case-insensitive) that this carrier's file names match: how a file
+    mailed to cdrs@ finds its carrier."""
+    mail_senders: Mapped[str | None] = mapped_column(Text)
+    """Who may mail this carrier's files: addresses or ``@domain``s separated by spaces; empty: anyone."""
+
+
+class Tariff(Base):
+    """How a customer's calls are priced: its rate sheets, schedule and rounding."""
+
+    __tablename__ = "tariffs"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    schedule: Mapped[str] = mapped_column(String(64), default="uk-default")
+    split_bands: Mapped[bool] = mapped_column(Boolean, default=False)
+    places: Mapped[int] = mapped_column(Integer, default=4)
+    rounding: Mapped[str] = mapped_column(String(16), default="half-up")
+    charge_unanswered: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PeakSchedule(Base):
+    """A named peak time schedule: rules ``band,days,start,end`` as CSV text."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rules: Mapped[str] = mapped_column(Text)
+    holidays_as_weekend: Mapped[bool] = mapped_column(Boolean, default=False)
+    holiday_region: Mapped[str] = mapped_column(String(16), default="GB-ENG")
+
+
+class RateSheetVersion(Base):
+    """One loaded version of a rate sheet; its CSV lives in the file store under ``fingerprint``.
+
+    Retail sheets belong to a tariff (``owner``) and a direction, optionally overriding it for
+    one ``carrier``; wholesale sheets belong to a carrier (``owner``). The newest version is active."""
+
+    __tablename__ = "rate_sheets"
+    __table_args__ = (UniqueConstraint("kind", "owner", "direction", "carrier", "version", name="uq_rate_sheet_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # retail | wholesale
+    owner: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))
+    carrier: Mapped[str] = mapped_column(String(64), default="")
+    version: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source_name: Mapped[str] = mapped_column(String(500))
+    rows: Mapped[int] = mapped_column(Integer)
+    loaded_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Customer(Base):
@@ -43,22 +96,43 @@ class Customer(Base):
 
     code: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    tariff: Mapped[str | None] = mapped_column(ForeignKey("tariffs.code"))
+    billing_schedule: Mapped[str] = mapped_column(String(16), default="monthly")
     billing_email: Mapped[str | None] = mapped_column(String(320))
-    per_minute_rate: Mapped[Decimal] = mapped_column(Money)
-    """Flat retail rate per minute (the foundation's rating; tariffs replace it)."""
 
     clis: Mapped[list[CustomerCli]] = relationship(back_populates="customer", cascade="all, delete-orphan")
 
 
 class CustomerCli(Base):
-    """A CLI (E.164 digits, no '+') that identifies the customer on carriers' CDRs."""
+    """A CLI that identifies the customer on carriers' CDRs: a DDI, a DDI prefix or from–to
+    range (E.164 digits, no '+'), an account code or a SIP trunk code."""
 
     __tablename__ = "customer_clis"
+    __table_args__ = (UniqueConstraint("kind", "value", "carrier", "effective_from", name="uq_customer_cli"),)
 
-    cli: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     customer_code: Mapped[str] = mapped_column(ForeignKey("customers.code"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # ddi | prefix | range | account | trunk
+    value: Mapped[str] = mapped_column(String(64))
+    carrier: Mapped[str | None] = mapped_column(String(64))
+    effective_from: Mapped[date | None] = mapped_column(Date)
+    effective_to: Mapped[date | None] = mapped_column(Date)  # exclusive
 
     customer: Mapped[Customer] = relationship(back_populates="clis")
+
+
+class ReferenceChange(Base):
+    """Every change to reference data, in order: the audit trail, and the version the rater
+    compares to know when to reload its plan and re-rate calls in reconciliation."""
+
+    __tablename__ = "reference_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(32))  # tariff | schedule | rate_sheet | customer | cli | carrier
+    key: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))  # added | changed | removed | loaded
+    detail: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class File(Base):
@@ -116,6 +190,31 @@ class RejectedRow(Base):
     raw: Mapped[str] = mapped_column(Text)
 
 
+class CarrierTransaction(Base):
+    """One fixed fee from a carrier's SDR file (a line rental, connection, cease, equipment).
+
+    ``amount`` is the carrier's charge (negative for a credit); ``period_end`` is exclusive.
+    Billing runs turn these into billing transactions priced by the fixed-fee tariff."""
+
+    __tablename__ = "carrier_transactions"
+    __table_args__ = (UniqueConstraint("file_id", "row", name="uq_carrier_transactions_file_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), index=True)
+    row: Mapped[int] = mapped_column(Integer)  # 1-based line number in the file
+    carrier: Mapped[str] = mapped_column(String(64))
+    reference: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    event_type: Mapped[str | None] = mapped_column(String(32))
+    period_start: Mapped[date | None] = mapped_column(Date)
+    period_end: Mapped[date | None] = mapped_column(Date)
+    effective_date: Mapped[date | None] = mapped_column(Date)
+    quantity: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal | None] = mapped_column(Money)
+    pro_rata: Mapped[bool] = mapped_column(Boolean)
+    account_code: Mapped[str | None] = mapped_column(String(64))
+
+
 class Call(Base):
     """One call from a carrier's CDR, as rated. ``row`` is its line number in the file."""
 
@@ -126,15 +225,25 @@ class Call(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), index=True)
     row: Mapped[int] = mapped_column(Integer)
     carrier: Mapped[str] = mapped_column(String(64))
     direction: Mapped[str] = mapped_column(String(8))
-    cli: Mapped[str] = mapped_column(String(32))
-    dialled: Mapped[str] = mapped_column(String(32))
+    cli: Mapped[str] = mapped_column(String(32))  # normalised
+    dialled: Mapped[str] = mapped_column(String(32))  # normalised
     start: Mapped[datetime] = mapped_column(UtcDateTime)
     duration: Mapped[int] = mapped_column(Integer)  # seconds
+    answered: Mapped[bool] = mapped_column(Boolean, default=True)
+    charge_code: Mapped[str | None] = mapped_column(String(64))
+    account_code: Mapped[str | None] = mapped_column(String(64))
+    cdr_cost: Mapped[Decimal | None] = mapped_column(Money)
+    """The carrier's own cost as its CDR gave it (kept apart so a re-rate can tell)."""
     customer: Mapped[str | None] = mapped_column(String(64))
+    tariff: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(64))
+    destination: Mapped[str | None] = mapped_column(String(200))
+    band: Mapped[str | None] = mapped_column(String(8))
+    billable_seconds: Mapped[int | None] = mapped_column(Integer)
     charge: Mapped[Decimal | None] = mapped_column(Money)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     status: Mapped[str] = mapped_column(String(16))  # rated | unmatched | unrated
@@ -186,3 +295,66 @@ class OutboxEntry(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+
+
+class Source(Base):
+    """A carrier's FTP, FTPS or SFTP server that the collector polls, with what it last found there."""
+
+    __tablename__ = "sources"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    carrier: Mapped[str] = mapped_column(ForeignKey("carriers.code"))
+    protocol: Mapped[str] = mapped_column(String(8))  # ftp | ftps | sftp
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(200))
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Password, private key and passphrase as one Fernet token (key: settings.secret_key); never plain."""
+    remote_dir: Mapped[str] = mapped_column(String(500))
+    rules: Mapped[str] = mapped_column(Text)
+    """JSON list of {pattern, kind, period, direction}; pattern is a glob relative to remote_dir."""
+    poll_interval: Mapped[int] = mapped_column(Integer)  # seconds
+    delete_after_collect: Mapped[bool] = mapped_column(Boolean)
+    verify_tls: Mapped[bool] = mapped_column(Boolean)
+    host_key: Mapped[str | None] = mapped_column(Text)
+    """The pinned SSH host key (OpenSSH public key line) an SFTP server must present."""
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16))  # new | ok | failing
+    failures: Mapped[int] = mapped_column(Integer)  # consecutive failed polls
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_poll_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    collected: Mapped[int] = mapped_column(Integer)  # files collected so far
+
+
+class CollectedFile(Base):
+    """A remote file the collector fetched: fetched again only if its size or mtime changes."""
+
+    __tablename__ = "collected_files"
+
+    source: Mapped[str] = mapped_column(ForeignKey("sources.name"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes
+    mtime: Mapped[int] = mapped_column(BigInteger)  # seconds since the epoch, as the server reports it
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    file_id: Mapped[str] = mapped_column(String(36))
+    collected_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MailMessage(Base):
+    """A message the mail gateway accepted: its raw bytes are in the file store under ``fingerprint``,
+    committed before the gateway answered 250."""
+
+    __tablename__ = "mail_messages"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[str] = mapped_column(Text)  # JSON list of addresses
+    authenticated_as: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | processed
+    outcome: Mapped[str | None] = mapped_column(Text)
+    """JSON: files announced, parts ignored (signature images) and parts refused, each with its reason."""
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -16,6 +16,6 @@ def insert_new(session: Session, table: Table, rows: Sequence[dict[str, Any]], k
         return 0
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(key))
-    result = session.execute(stmt, list(rows))
-    return max(result.rowcount, 0)
+    # RETURNING counts the rows really inserted: executemany's rowcount is not reliable on every driver
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(key)).returning(table.c[key[0]])
+    return len(session.execute(stmt, list(rows)).all())

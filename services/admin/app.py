@@ -21,6 +21,7 @@ from cdrflow.events import Event, EventType, event_id
 from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.reference_api import reference_routes
 from services.invoicer.periods import month_period
 
 log = get_logger(__name__)
@@ -184,6 +185,7 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/invoices", list_invoices, methods=["GET"]),
             Route("/invoices/{number}", show_invoice, methods=["GET"]),
             Route("/invoices/{number}/calls.csv", invoice_calls, methods=["GET"]),
+            *reference_routes(runtime),
         ],
         exception_handlers={HTTPException: on_http_error, CdrflowError: on_cdrflow_error},
     )

@@ -1,5 +1,6 @@
-"""Collector: polls carrier FTP/FTPS/SFTP sources and emits file-arrived.
+"""Collector: polls carriers' FTP, FTPS and SFTP sources and announces each new file as file-arrived.
 
-Not built yet: it arrives with the Collection issue. Until then files enter by
-upload (services/admin) only; `cdrflow run collector` says so and exits 1.
+``rules`` and ``plan`` are pure (which remote files to fetch, with what metadata); ``remote``
+speaks the three protocols behind one small interface; ``poll`` runs one poll of one source;
+``service`` schedules polls with per-source backoff. See docs/collection.md.
 """

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
@@ -36,9 +37,14 @@ class Invoicer:
         d = event.data
         if d["part"] == "summary":
             self._file_rated(session, d)
+            return iter(())
+        event.require("carrier", "direction", "calls")
+        rows = [self._call_row(d, c) for c in d["calls"]]
+        if d["part"] == "rerate":
+            changed = self._apply_rerate(session, rows)
+            log.info("calls_rerated", file_id=d["file_id"], calls=len(rows), changed=changed,
+                     reference_version=d.get("reference_version"))
         else:
-            event.require("carrier", "direction", "calls")
-            rows = [self._call_row(d, c) for c in d["calls"]]
             inserted = insert_new(session, Call.__table__, rows, key=("file_id", "row"))
             log.info("calls_stored", file_id=d["file_id"], batch=d.get("batch"), inserted=inserted,
                      repeated=len(rows) - inserted)
@@ -46,14 +52,35 @@ class Invoicer:
 
     @staticmethod
     def _call_row(d: dict, c: dict) -> dict:
+        def money(key: str) -> Decimal | None:
+            return None if c.get(key) is None else to_money(c[key])
+
         return {
-            "file_id": d["file_id"], "row": c["row"], "carrier": d["carrier"], "direction": d["direction"],
-            "cli": c["cli"], "dialled": c["dialled"], "start": datetime.fromisoformat(c["start"]),
-            "duration": c["duration"], "customer": c.get("customer"),
-            "charge": None if c.get("charge") is None else to_money(c["charge"]),
-            "cost": None if c.get("cost") is None else to_money(c["cost"]),
-            "status": c["status"], "reason": c.get("reason"),
+            "file_id": d["file_id"], "row": c["row"], "carrier": d["carrier"],
+            "direction": c.get("direction") or d["direction"], "cli": c["cli"], "dialled": c["dialled"],
+            "start": datetime.fromisoformat(c["start"]), "duration": c["duration"],
+            "answered": c.get("answered", True), "charge_code": c.get("charge_code"),
+            "account_code": c.get("account_code"), "cdr_cost": money("cdr_cost"), "customer": c.get("customer"),
+            "tariff": c.get("tariff"), "code": c.get("code"), "destination": c.get("destination"),
+            "band": c.get("band"), "billable_seconds": c.get("billable_seconds"), "charge": money("charge"),
+            "cost": money("cost"), "status": c["status"], "reason": c.get("reason"),
         }
+
+    @staticmethod
+    def _apply_rerate(session: Session, rows: list[dict]) -> int:
+        """Re-rated calls replace their earlier rating only while still in reconciliation and
+        not invoiced: a call once rated and billed is never priced again behind the invoice."""
+        table = Call.__table__
+        changing = ("customer", "tariff", "code", "destination", "band", "billable_seconds", "charge", "cost",
+                    "status", "reason")
+        stmt = update(table).where(
+            table.c.file_id == bindparam("k_file_id"), table.c.row == bindparam("k_row"),
+            # not status.in_(): an IN list is an "expanding" parameter, which executemany refuses
+            or_(table.c.status == "unmatched", table.c.status == "unrated"), table.c.invoice_id.is_(None),
+        ).values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in changing})
+        params = [{"k_file_id": r["file_id"], "k_row": r["row"], **{f"v_{n}": r[n] for n in changing}} for r in rows]
+        result = session.execute(stmt, params)
+        return max(result.rowcount, 0)
 
     def _file_rated(self, session: Session, d: dict) -> None:
         file = session.get(File, d["file_id"])

@@ -1,5 +1,7 @@
-"""Mail gateway: an SMTP server that turns carriers' attachments into file-arrived events.
+"""Mail gateway: an SMTP server (aiosmtpd) that turns carriers' attachments into file-arrived events.
 
-Not built yet: it arrives with the Collection issue. Until then files enter by
-upload (services/admin) only; `cdrflow run mailgate` says so and exits 1.
+``addresses`` reads recipients, ``extract`` finds the billing files in a message (zip, gz and
+forwarded messages opened; signature images ignored), ``plan`` decides each file's metadata;
+all three are pure. ``gateway`` answers SMTP and spools accepted messages durably; ``worker``
+announces their files. See docs/collection.md.
 """

@@ -1,13 +1,26 @@
-"""The file formats the parser knows, by name (a carrier's ``file_format``)."""
+"""Which format (and options) parses a carrier's file: the carrier's settings, resolved."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from services.parser import generic_cdr
-from services.parser.records import CallRecord, RejectedRow
+from sqlalchemy.orm import Session
 
-Parse = Callable[[Iterable[bytes], ZoneInfo, str], Iterator[CallRecord | RejectedRow]]
+from cdrflow.db.models import Carrier
+from cdrflow.errors import BadFileError
+from services.parser.definition import FormatDefinition
+from services.parser.registry import builtin_formats
 
-CDR_FORMATS: dict[str, Parse] = {generic_cdr.FORMAT: generic_cdr.parse}
+
+def carrier_format(session: Session, carrier: Carrier | None, kind: str) -> tuple[FormatDefinition, dict[str, Any]]:
+    """The definition and options for a carrier's ``kind`` (cdr/sdr) files; BadFileError if none fits."""
+    if carrier is None:
+        raise BadFileError("the file's carrier is not configured: the file is kept and can be re-parsed later")
+    name = carrier.file_format
+    definition = builtin_formats().get(name)
+    if definition is None:
+        raise BadFileError(f"carrier {carrier.code!r} has file format {name!r}, which the parser does not know")
+    if definition.kind != kind:
+        raise BadFileError(f"carrier {carrier.code!r} has {definition.kind.upper()} format {name!r}, but the file is "
+                           f"a {kind.upper()} file: set the carrier's {kind} format")
+    return definition, {}

@@ -1,23 +1,41 @@
-"""Parser service: file-accepted → record-parsed batches (keyed by file) and a closing summary."""
+"""Parser service: file-accepted → record-parsed batches (keyed by file) and a closing summary.
+
+The parsing itself is the library (``services.parser.api``); this loop finds the carrier's
+format and options, turns each parsed batch into record-parsed events of ``batch_size``
+records plus rejects, stores the rejects, and marks the file parsed or failed.
+
+Idempotence: a repeat after a crash re-parses from line 1; the event ids are derived from
+(file, batch number) and the batches are cut the same way each time, so a repeat produces
+the same events; stored rejects are replaced, not added to.
+"""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from cdrflow.bus import Outgoing, ServiceLoop, Topic
+from cdrflow.callrecords import records_to_event
 from cdrflow.db.models import Carrier, File, RejectedRow
 from cdrflow.errors import BadEventError, BadFileError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
-from services.parser.formats import CDR_FORMATS
-from services.parser.records import CallRecord
+from services.parser.api import parse_stream
+from services.parser.definition import FormatDefinition
+from services.parser.engine import ParsedBatch
+from services.parser.formats import carrier_format
+from services.parser.store import store_transactions
 
 log = get_logger(__name__)
+
+PARSE_ROWS = 50_000
+"""Rows the library parses at a time; events are then cut to ``batch_size``."""
 
 
 class Parser:
@@ -33,53 +51,47 @@ class Parser:
             raise BadEventError(f"file-accepted names unknown file {event.data['file_id']}")
         if file.status != "accepted":
             return  # parsed before (a repeat after a crash), or not ours to parse
-        parse = self._parser_for(session, file)
-        if parse is None:
+        carrier = session.get(Carrier, file.carrier)
+        try:
+            definition, options = carrier_format(session, carrier, file.kind)
+        except BadFileError as exc:
+            self._fail(file, str(exc))
             return
         # A repeat after a crash starts again from the first line: earlier rejects are replaced.
         session.execute(delete(RejectedRow).where(RejectedRow.file_id == file.id))
         try:
-            yield from self._emit(session, file, parse)
+            yield from self._emit(session, file, definition, options)
         except BadFileError as exc:
             self._fail(file, str(exc))
 
-    def _parser_for(self, session: Session, file: File):  # type: ignore[no-untyped-def]
-        carrier = session.get(Carrier, file.carrier)
-        if file.kind != "cdr":
-            self._fail(file, f"no parser for {file.kind.upper()} files yet: the file is kept and can be re-parsed later")
-            return None
-        fmt = carrier.file_format if carrier else None
-        if fmt not in CDR_FORMATS:
-            self._fail(file, f"carrier {file.carrier!r} has file format {fmt!r}, which the parser does not know")
-            return None
-        return CDR_FORMATS[fmt]
-
-    def _emit(self, session: Session, file: File, parse) -> Iterator[Outgoing]:  # type: ignore[no-untyped-def]
+    def _emit(self, session: Session, file: File, definition: FormatDefinition, options: dict[str, Any]) -> Iterator[Outgoing]:
         base = {"file_id": file.id, "carrier": file.carrier, "direction": file.direction}
-        records: list[dict] = []
-        rejects: list[dict] = []
         batch = rows = accepted = rejected = 0
         with self.runtime.store.open(file.fingerprint) as fh:
-            for item in parse(fh, self.zone, file.original_name):
-                rows += 1
-                if isinstance(item, CallRecord):
-                    accepted += 1
-                    records.append(item.to_event())
-                else:
-                    rejected += 1
-                    rejects.append(item.to_event())
-                if len(records) + len(rejects) >= self.batch_size:
+            parsed = parse_stream(fh, definition, name=file.original_name, zone=self.zone,
+                                  batch_rows=max(PARSE_ROWS, self.batch_size), options=options)
+            for part in parsed:
+                rows += part.rows
+                accepted += part.records.height
+                rejected += len(part.rejects)
+                if definition.kind == "sdr":
+                    self._store_transactions(session, file, part)
+                    continue
+                for records, rejects in _cut(records_to_event(part.records),
+                                             [r.to_event() for r in part.rejects], self.batch_size):
                     yield self._batch(file, base, batch, records, rejects, session)
-                    batch, records, rejects = batch + 1, [], []
-        if records or rejects:
-            yield self._batch(file, base, batch, records, rejects, session)
-            batch += 1
+                    batch += 1
         summary = base | {"part": "summary", "batches": batch, "rows": rows, "records": accepted, "rejected": rejected}
         yield self._outgoing(file, "summary", summary)
         file.status, file.rows, file.rejected = "parsed", rows, rejected
         file.status_reason = f"{rejected} row(s) rejected" if rejected else None
         file.updated_at = datetime.now(UTC)
-        log.info("file_parsed", file_id=file.id, rows=rows, records=accepted, rejected=rejected)
+        log.info("file_parsed", file_id=file.id, format=definition.name, rows=rows, records=accepted, rejected=rejected)
+
+    def _store_transactions(self, session: Session, file: File, part: ParsedBatch) -> None:
+        if part.rejects:
+            session.execute(insert(RejectedRow), [r.to_event() | {"file_id": file.id} for r in part.rejects])
+        store_transactions(session, file, part.records)
 
     def _batch(self, file: File, base: dict, batch: int, records: list, rejects: list, session: Session) -> Outgoing:
         if rejects:
@@ -94,6 +106,21 @@ class Parser:
     def _fail(self, file: File, reason: str) -> None:
         file.status, file.status_reason, file.updated_at = "failed", reason, datetime.now(UTC)
         log.warning("file_failed", file_id=file.id, reason=reason)
+
+
+def _cut(records: list[dict], rejects: list[dict], size: int) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Records and rejects merged in line order, cut into groups of ``size`` (deterministic)."""
+    tagged = heapq.merge(((r["row"], 0, r) for r in records), ((r["row"], 1, r) for r in rejects))
+    out: tuple[list[dict], list[dict]] = ([], [])
+    count = 0
+    for _, kind, item in tagged:
+        out[kind].append(item)
+        count += 1
+        if count == size:
+            yield out
+            out, count = ([], []), 0
+    if count:
+        yield out
 
 
 def build_loop(runtime: Runtime) -> ServiceLoop:

@@ -1,55 +1,137 @@
-"""Rater service: record-parsed batches → call-rated batches. Stateless: it reads reference
-data and writes nothing, so a crash can only repeat work, never half-do it."""
+"""Rater service: record-parsed batches → call-rated batches, priced by the rating engine.
+
+It writes nothing to the database (the invoicer keeps the calls ledger), so a crash can
+only repeat work. When reference data changes (a new version in the change log), it
+reloads its plan and re-rates the calls waiting in reconciliation that are not yet
+invoiced, sending them as ``rerate`` batches that the invoicer applies in place.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import groupby
 
+import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cdrflow.bus import Outgoing, ServiceLoop, Topic
-from cdrflow.db.models import Customer, CustomerCli
+from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
+from cdrflow.callrecords import RECORD_SCHEMA, records_from_event
+from cdrflow.db.models import Call
 from cdrflow.events import Event, EventType, event_id
+from cdrflow.log import get_logger
+from cdrflow.money import from_micros, to_micros
+from cdrflow.reference import reference_version
 from cdrflow.runtime import Runtime
-from services.rater.flat import CustomerRate, rate_call
-from cdrflow.numbers import normalise_number
+from services.rater.engine import rate_calls
+from services.rater.plan import RatingPlan
+from services.rater.reference import load_plan
+
+log = get_logger(__name__)
+
+RECON_STATUSES = ("unmatched", "unrated")
+
+
+def _money_text(micros: int | None) -> str | None:
+    return None if micros is None else f"{from_micros(micros).normalize():f}"
+
+
+def rated_to_event(rated: pl.DataFrame) -> list[dict]:
+    """The engine's output as call-rated call objects (money as decimal strings)."""
+    out = []
+    for call in rated.iter_rows(named=True):
+        call["start"] = call["start"].isoformat()
+        call["end"] = call["end"].isoformat() if call["end"] else None
+        for money in ("charge", "cost", "cdr_cost"):
+            call[money] = _money_text(call[money])
+        out.append(call)
+    return out
+
+
+class PlanCache:
+    """The compiled plan, rebuilt only when the reference data's version moves."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.version: int | None = None
+        self.plan: RatingPlan | None = None
+
+    def current(self, session: Session) -> tuple[int, RatingPlan]:
+        version = reference_version(session)
+        if self.plan is None or version != self.version:
+            self.plan = load_plan(session, self.runtime.store, self.runtime.settings.zone)
+            self.version = version
+            log.info("rating_plan_loaded", reference_version=version, sheets=len(self.plan.sheets),
+                     clis=self.plan.directory.size)
+        return version, self.plan
 
 
 class Rater:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.plans = PlanCache(runtime)
+        self.rerated_version: int | None = None
 
     def on_record_parsed(self, event: Event, session: Session) -> Iterator[Outgoing]:
-        event.require("file_id", "part", "direction")
+        event.require("file_id", "part", "carrier", "direction")
         d = event.data
         if d["part"] == "summary":
             yield self._outgoing(d["file_id"], "summary", d)
             return
         event.require("batch", "records")
-        inbound = d["direction"] == "inbound"
-        keys = [normalise_number(r["dialled"] if inbound else r["cli"]) for r in d["records"]]
-        rates = self._rates_for(session, set(keys))
-        calls = [
-            rate_call(r["row"], r["duration"], key, rates.get(key)).to_event(r | {"cli": normalise_number(r["cli"]),
-                                                                                 "dialled": normalise_number(r["dialled"])})
-            for r, key in zip(d["records"], keys, strict=True)
-        ]
-        data = {k: d[k] for k in ("file_id", "carrier", "direction", "batch")} | {"part": "batch", "calls": calls}
+        _, plan = self.plans.current(session)
+        rated = rate_calls(records_from_event(d["records"]), plan, carrier=d["carrier"], direction=d["direction"])
+        data = {k: d[k] for k in ("file_id", "carrier", "direction", "batch")} | {
+            "part": "batch", "calls": rated_to_event(rated)}
         yield self._outgoing(d["file_id"], d["batch"], data)
-
-    def _rates_for(self, session: Session, clis: set[str]) -> dict[str, CustomerRate]:
-        rows = session.execute(
-            select(CustomerCli.cli, Customer.code, Customer.per_minute_rate)
-            .join(Customer, Customer.code == CustomerCli.customer_code)
-            .where(CustomerCli.cli.in_(clis))
-        )
-        return {cli: CustomerRate(code, rate) for cli, code, rate in rows}
 
     def _outgoing(self, file_id: str, part: object, data: dict) -> Outgoing:
         event = Event(type=EventType.CALL_RATED, source=self.runtime.source, subject=file_id,
                       id=event_id(EventType.CALL_RATED, file_id, part), data=data)
         return Outgoing(Topic.CALL_RATED, file_id, event)
+
+    # --- reconciliation --------------------------------------------------------------
+
+    def rerate_reconciliation(self) -> int:
+        """Re-rate every call in reconciliation (not invoiced) once per reference version.
+        Returns how many calls were sent again."""
+        with self.runtime.database.transaction() as session:
+            version, plan = self.plans.current(session)
+            if version == self.rerated_version:
+                return 0
+            outgoing = list(self.rerate(session, plan, version))
+        for out in outgoing:
+            self.runtime.producer.send(topic_name(self.runtime.settings.namespace, out.topic), out.key, out.event)
+        self.runtime.producer.flush()
+        self.rerated_version = version
+        sent = sum(len(o.event.data["calls"]) for o in outgoing)
+        if sent:
+            log.info("reconciliation_rerated", reference_version=version, calls=sent)
+        return sent
+
+    def rerate(self, session: Session, plan: RatingPlan, version: int) -> Iterator[Outgoing]:
+        calls = session.scalars(
+            select(Call).where(Call.status.in_(RECON_STATUSES), Call.invoice_id.is_(None))
+            .order_by(Call.file_id, Call.carrier, Call.direction, Call.row)
+        )
+        size = self.runtime.settings.batch_size
+        for (file_id, carrier, direction), group in groupby(calls, key=lambda c: (c.file_id, c.carrier, c.direction)):
+            rows = list(group)
+            for n, start in enumerate(range(0, len(rows), size)):
+                chunk = rows[start:start + size]
+                records = pl.DataFrame([_record_of(c) for c in chunk], schema=RECORD_SCHEMA)
+                rated = rate_calls(records, plan, carrier=carrier, direction=direction)
+                data = {"file_id": file_id, "carrier": carrier, "direction": direction, "batch": n,
+                        "part": "rerate", "reference_version": version, "calls": rated_to_event(rated)}
+                yield self._outgoing(file_id, f"rerate-{version}-{n}", data)
+
+
+def _record_of(call: Call) -> dict:
+    """A stored call back as a call record, as its file gave it (the carrier's own cost included)."""
+    return {"row": call.row, "cli": call.cli, "dialled": call.dialled, "start": call.start, "end": None,
+            "duration": call.duration, "answered": call.answered, "charge_code": call.charge_code,
+            "cost": None if call.cdr_cost is None else to_micros(call.cdr_cost),
+            "account_code": call.account_code, "direction": call.direction}
 
 
 def build_loop(runtime: Runtime) -> ServiceLoop:
@@ -58,4 +140,5 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
     return ServiceLoop(
         service="rater", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
         producer=runtime.producer, handlers={Topic.RECORD_PARSED: rater.on_record_parsed},
+        on_idle=rater.rerate_reconciliation,
     )

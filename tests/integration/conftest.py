@@ -21,10 +21,10 @@ from confluent_kafka import Consumer
 
 from cdrflow.bus import provision_topics
 from cdrflow.db import Database, migrate
-from cdrflow.demo import SAMPLES
+from cdrflow.filestore import FileStore
+from cdrflow.demo import SAMPLES, load_sample_reference
 from cdrflow.localkafka import LocalKafka, free_port
 from cdrflow.orchestrate import pipeline as run_pipeline
-from cdrflow.reference import load_carriers, load_customers
 from cdrflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,8 +82,7 @@ def settings(tmp_path: Path, kafka_bootstrap: str, postgres_url: str) -> Iterato
     migrate(url)
     database = Database(url)
     with database.transaction() as session:
-        load_carriers(session, SAMPLES / "carriers.csv")
-        load_customers(session, SAMPLES / "customers.csv")
+        load_sample_reference(session, FileStore(s.file_store_dir))
     database.dispose()
     yield s
     with psycopg.connect(_admin_dsn(postgres_url), autocommit=True) as conn:

@@ -11,26 +11,36 @@ from sqlalchemy import func, select
 
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call
-from cdrflow.money import ZERO
+from cdrflow.filestore import FileStore
+from cdrflow.money import from_micros
 from cdrflow.orchestrate import spawn_service
-from services.rater.flat import CustomerRate, rate_call
+from services.parser.api import parse_file
+from services.rater.engine import rate_calls
+from services.rater.reference import load_plan
 from tests.integration.conftest import wait_until
 
 ROWS = 60_000
-ACME = CustomerRate("ACME", Decimal("0.0150"))
 
 
-def write_big_file(path) -> Decimal:
-    """A file of ROWS ACME calls; returns the invoice total a clean run must give."""
+def write_big_file(path) -> None:
+    """ROWS calls of ACME's to UK landlines and mobiles, over five days of peak, offpeak and weekend."""
     start = datetime(2026, 10, 2, 8, 0, 0)
-    expected = ZERO
     with path.open("w") as fh:
         fh.write("cli,dialled,start,duration\n")
         for n in range(ROWS):
-            duration = 1 + (n * 37) % 900
-            fh.write(f"+44163296000{1 + n % 2},01174960{n % 1000:03d},{(start + timedelta(seconds=n * 7)).isoformat()},{duration}\n")
-            expected += rate_call(n + 2, duration, "", ACME).charge
-    return expected
+            dialled = f"07700900{n % 1000:03d}" if n % 3 == 0 else f"01174960{n % 1000:03d}"
+            fh.write(f"+44163296000{1 + n % 2},{dialled},{(start + timedelta(seconds=n * 7)).isoformat()},"
+                     f"{1 + (n * 37) % 900}\n")
+
+
+def clean_run_total(path, settings, database) -> Decimal:
+    """What the file must bill: the same engine and reference data, straight from the file."""
+    with database.transaction() as session:
+        plan = load_plan(session, FileStore(settings.file_store_dir), settings.zone)
+    total = 0
+    for batch in parse_file(path, "generic-cdr", zone=settings.zone):
+        total += rate_calls(batch.records, plan, carrier="gamma", direction="outbound")["charge"].sum()
+    return from_micros(total)
 
 
 def stored_calls(database) -> tuple[int, int]:
@@ -39,7 +49,8 @@ def stored_calls(database) -> tuple[int, int]:
 
 
 def test_rater_killed_mid_file_restarts_to_the_clean_run_result(settings, running, database, tmp_path):
-    expected_total = write_big_file(tmp_path / "big.csv")
+    write_big_file(tmp_path / "big.csv")
+    expected_total = clean_run_total(tmp_path / "big.csv", settings, database)
     client = AdminClient(settings.admin_url)
     file_id = client.upload(tmp_path / "big.csv", carrier="gamma", kind="cdr", period="daily",
                             direction="outbound")["file_id"]

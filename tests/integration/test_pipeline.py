@@ -50,7 +50,7 @@ def test_two_files_and_a_copy_give_one_held_copy_calls_once_and_exact_invoices(s
     client.close_run("BRISDENT", "2026-10")
     invoices = wait_until("two invoices", lambda: (lambda i: i if len(i) == 2 else None)(client.invoices()))
     totals = {i["customer"]: Decimal(i["total"]) for i in invoices}
-    assert totals == {"ACME": Decimal("0.2254"), "BRISDENT": Decimal("1.4150")}
+    assert totals == {"ACME": Decimal("0.3154"), "BRISDENT": Decimal("0.3113")}
 
     issued = [orjson.loads(v) for v in read_topic(settings.bootstrap,
                                                    topic_name(settings.namespace, Topic.INVOICE_ISSUED), 2)]

@@ -11,7 +11,6 @@ from cdrflow.db import migrate
 from cdrflow.db.models import Call, File, Invoice, OutboxEntry, RejectedRow
 from cdrflow.events import Event, EventType
 from cdrflow.intake import FileMetadata, file_arrived
-from cdrflow.reference import load_carriers, load_customers
 from cdrflow.runtime import Runtime
 from cdrflow.settings import Settings
 from services.dedupe.service import Dedupe
@@ -19,7 +18,7 @@ from services.invoicer.service import Invoicer
 from services.parser.service import Parser
 from services.rater.service import Rater
 from tests.schemas import validate_event
-from cdrflow.demo import SAMPLES
+from cdrflow.demo import SAMPLES, load_sample_reference
 
 
 @pytest.fixture
@@ -28,8 +27,7 @@ def runtime(tmp_path):
     migrate(settings.effective_database_url)
     rt = Runtime(settings, "test")
     with rt.database.transaction() as session:
-        load_carriers(session, SAMPLES / "carriers.csv")
-        load_customers(session, SAMPLES / "customers.csv")
+        load_sample_reference(session, rt.store)
     yield rt
     rt.database.dispose()
 
@@ -74,13 +72,16 @@ def test_sample_files_become_the_known_october_invoice(runtime):
     handle(runtime, Invoicer(runtime).on_run_closed, run)  # a repeat issues nothing new
     with runtime.database.transaction() as session:
         [invoice] = session.scalars(select(Invoice)).all()
-        # 0.0313 + 0.0150 + 0.0750 + 0.0003 (gamma) + 0.0600 + 0.0188 + 0.0250 (btw, 1 Nov excluded)
-        assert invoice.total == Decimal("0.2254")
+        # gamma: 125 s UK peak 0.0313 + 60 s mobile 0.0400 + 300 s France (0.15 + set-up 0.01) 0.1600
+        #        + 1 s UK peak 0.0003
+        # btw:   240 s UK weekend 0.0200 + 75 s Ireland (78 s at 30/6: 0.0455 + 0.01) 0.0555
+        #        + 100 s UK weekend 0.0083 (1 Nov excluded)
+        assert invoice.total == Decimal("0.3154")
         assert invoice.charges[0].quantity == 7
         [entry] = session.scalars(select(OutboxEntry)).all()
         issued = orjson.loads(entry.payload)
         validate_event(issued)
-        assert issued["data"]["total"] == "0.2254"
+        assert issued["data"]["total"] == "0.3154"
         assert runtime.store.read_bytes(invoice.calls_csv).count(b"\n") == 8  # header + 7 calls
         statuses = dict(session.execute(select(File.original_name, File.status)).all())
         assert statuses == {"gamma-cdr-20261001.csv": "rated", "btw-cdr-20261002.csv": "rated",

@@ -1,0 +1,221 @@
+"""``cdrflow`` commands of rating: tariffs, schedules, rate sheets, customers and CLIs,
+reconciliation, and the offline ``rate``. Reference data is written to the database
+through services/rater/reference.py, each change logged, so the rater picks it up."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+
+from cdrflow.settings import Settings
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from cdrflow.db import Database
+
+    return Database(settings.effective_database_url)
+
+
+@click.group()
+def tariffs() -> None:
+    """Tariffs: a customer's rate sheets, schedule and rounding."""
+
+
+@tariffs.command("add")
+@click.argument("code")
+@click.option("--name", default=None)
+@click.option("--schedule", default="uk-default", show_default=True)
+@click.option("--split-bands", is_flag=True, help="price calls crossing a band boundary part by part")
+@click.option("--places", type=click.IntRange(0, 6), default=4, show_default=True)
+@click.option("--rounding", type=click.Choice(["half-up", "half-even", "half-down", "up", "down"]),
+              default="half-up", show_default=True)
+@click.option("--charge-unanswered", is_flag=True, help="price unanswered and 0 s calls instead of 0")
+@click.pass_obj
+def tariffs_add(settings: Settings, code: str, name: str | None, schedule: str, split_bands: bool, places: int,
+                rounding: str, charge_unanswered: bool) -> None:
+    from services.rater.plan import Tariff
+    from services.rater.reference import save_tariff
+
+    with _database(settings).transaction() as session:
+        save_tariff(session, Tariff(code, schedule, split_bands, places, rounding, charge_unanswered), name)
+    click.echo(f"tariff {code} saved")
+
+
+@tariffs.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def tariffs_load(settings: Settings, path: Path) -> None:
+    """CSV tariff,name[,schedule,split_bands,places,rounding,charge_unanswered]."""
+    from services.rater.reference import load_tariffs
+
+    with _database(settings).transaction() as session:
+        click.echo(f"{load_tariffs(session, path)} tariff(s) saved")
+
+
+@click.group()
+def schedules() -> None:
+    """Peak time schedules (band,days,start,end rules)."""
+
+
+@schedules.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--holidays-as-weekend", is_flag=True)
+@click.option("--region", default="GB-ENG", show_default=True, help="public holidays of COUNTRY-SUBDIVISION")
+@click.pass_obj
+def schedules_add(settings: Settings, name: str, path: Path, holidays_as_weekend: bool, region: str) -> None:
+    from services.rater.reference import save_schedule
+
+    with _database(settings).transaction() as session:
+        save_schedule(session, name, path.read_text(encoding="utf-8-sig"), holidays_as_weekend=holidays_as_weekend,
+                      holiday_region=region)
+    click.echo(f"schedule {name} saved")
+
+
+@click.group()
+def rates() -> None:
+    """Rate sheets: retail per tariff (optionally per carrier), wholesale per carrier."""
+
+
+@rates.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tariff", default=None, help="the retail tariff this sheet prices")
+@click.option("--wholesale", is_flag=True, help="a carrier's wholesale sheet (its cost to us)")
+@click.option("--carrier", default="", help="retail: override the tariff for this carrier's calls only")
+@click.option("--direction", type=click.Choice(["outbound", "inbound"]), default="outbound", show_default=True)
+@click.pass_obj
+def rates_load(settings: Settings, path: Path, tariff: str | None, wholesale: bool, carrier: str,
+               direction: str) -> None:
+    """Validate a rate sheet and make it the active version (problems are listed by line)."""
+    from cdrflow.filestore import FileStore
+    from services.rater.reference import load_rate_sheet
+
+    if wholesale == bool(tariff) or (wholesale and not carrier):
+        raise click.UsageError("give --tariff T for a retail sheet, or --wholesale --carrier C")
+    kind, owner = ("wholesale", carrier) if wholesale else ("retail", tariff)
+    with _database(settings).transaction() as session:
+        version = load_rate_sheet(session, FileStore(settings.file_store_dir), path.read_bytes(),
+                                  source_name=path.name, kind=kind, owner=owner or "", direction=direction,
+                                  carrier="" if wholesale else carrier)
+        click.echo(f"{kind} sheet {owner} {direction}{' for ' + carrier if carrier and not wholesale else ''}: "
+                   f"version {version.version} active, {version.rows} rates")
+
+
+@click.group()
+def customers() -> None:
+    """Customers and the CLIs that identify them."""
+
+
+@customers.command("add")
+@click.argument("code")
+@click.option("--name", required=True)
+@click.option("--tariff", required=True)
+@click.option("--email", default=None, help="billing email")
+@click.option("--cli", "cli_texts", multiple=True, help="a CLI: +44…, a prefix +44…*, a range FROM-TO or a code")
+@click.pass_obj
+def customers_add(settings: Settings, code: str, name: str, tariff: str, email: str | None,
+                  cli_texts: tuple[str, ...]) -> None:
+    from services.rater.reference import add_cli, save_customer
+
+    with _database(settings).transaction() as session:
+        save_customer(session, code, name, tariff, billing_email=email)
+        session.flush()
+        for text in cli_texts:
+            add_cli(session, code, text)
+    click.echo(f"customer {code} saved with {len(cli_texts)} CLI(s)")
+
+
+@customers.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def customers_load(settings: Settings, path: Path) -> None:
+    """CSV customer,name,tariff,cli[,kind,carrier,effective_from,effective_to]."""
+    from services.rater.reference import load_customers
+
+    with _database(settings).transaction() as session:
+        click.echo(f"{load_customers(session, path)} customer(s) saved")
+
+
+@click.group()
+def clis() -> None:
+    """CLIs of customers."""
+
+
+@clis.command("add")
+@click.argument("customer")
+@click.argument("cli")
+@click.option("--kind", type=click.Choice(["ddi", "prefix", "range", "account", "trunk"]), default=None)
+@click.option("--carrier", default=None, help="only this carrier's calls")
+@click.option("--from", "effective_from", type=click.DateTime(["%Y-%m-%d"]), default=None)
+@click.option("--to", "effective_to", type=click.DateTime(["%Y-%m-%d"]), default=None, help="exclusive")
+@click.pass_obj
+def clis_add(settings: Settings, customer: str, cli: str, kind: str | None, carrier: str | None,
+             effective_from, effective_to) -> None:  # type: ignore[no-untyped-def]
+    """Add a CLI; calls waiting in reconciliation are re-rated by the rater."""
+    from services.rater.reference import add_cli
+
+    with _database(settings).transaction() as session:
+        row = add_cli(session, customer, cli, kind=kind, carrier=carrier,
+                      effective_from=effective_from.date() if effective_from else None,
+                      effective_to=effective_to.date() if effective_to else None)
+        click.echo(f"{row.kind} {row.value} added to {customer}")
+
+
+@click.command()
+@click.pass_obj
+def recon(settings: Settings) -> None:
+    """Calls that match no customer or no rate, grouped, with what they cost us."""
+    from services.rater.recon import reconciliation
+
+    with _database(settings).transaction() as session:
+        groups = reconciliation(session)
+    if not groups:
+        click.echo("nothing in reconciliation")
+        return
+    click.echo(f"{'status':9} {'CLI / tariff: destination':32} {'carrier':10} {'calls':>6} {'minutes':>9} {'cost':>10}  reason")
+    for g in groups:
+        click.echo(f"{g.status:9} {g.key:32} {g.carrier:10} {g.calls:>6} {g.seconds / 60:>9.1f} {g.cost:>10.4f}  "
+                   f"{g.example_reason}")
+
+
+@click.command()
+@click.option("--rates", "rates_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--customers", "customers_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--schedule", "schedule_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", default="generic-cdr", show_default=True)
+@click.option("--direction", type=click.Choice(["outbound", "inbound"]), default="outbound", show_default=True)
+@click.option("--tz", "zone", default=None, help="the operator's time zone (default: CDRFLOW_TIMEZONE)")
+@click.option("--split-bands", is_flag=True)
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("cdr_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def rate(settings: Settings, rates_path: Path, customers_path: Path | None, schedule_path: Path | None, fmt: str,
+         direction: str, zone: str | None, split_bands: bool, output: Path, cdr_files: tuple[Path, ...]) -> None:
+    """Rate CDR files offline against a rate sheet; write OUTPUT.csv and print a summary."""
+    from services.rater.offline import offline_plan, rate_files
+
+    started = time.perf_counter()
+    plan = offline_plan(rates_path, customers=customers_path, schedule=schedule_path, direction=direction,
+                        zone=ZoneInfo(zone or settings.timezone), split_bands=split_bands)
+    show_progress = sys.stderr.isatty()
+    total = sum(_count_lines(p) for p in cdr_files) if show_progress else 0
+    with output.open("wb") as out, click.progressbar(length=total, label="rating", file=sys.stderr,
+                                                     hidden=not show_progress) as bar:
+        summary = rate_files(cdr_files, fmt, plan, direction=direction, out=out, on_rows=bar.update)
+    elapsed = time.perf_counter() - started
+    c = summary.counts
+    click.echo(f"{summary.rows} rows in {elapsed:.2f}s: {c['rated']} rated, {c['unmatched']} unmatched, "
+               f"{c['unrated']} unrated, {c['rejected']} rejected; total charge {summary.charge:.4f}, "
+               f"cost {summary.cost:.4f}, margin {summary.charge - summary.cost:.4f}")
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+
+

@@ -1,0 +1,177 @@
+"""``cdrflow sources …`` and ``cdrflow collect``: configure the collector's FTP/FTPS/SFTP sources and
+see how they are doing. These act on the database directly, like ``cdrflow carriers``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from cdrflow.settings import Settings
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from cdrflow.db import Database
+
+    return Database(settings.effective_database_url)
+
+
+@click.group()
+def sources() -> None:
+    """Carriers' FTP, FTPS and SFTP servers the collector polls (see docs/collection.md)."""
+
+
+@sources.command("keygen")
+def sources_keygen() -> None:
+    """Print a new key for CDRFLOW_SECRET_KEY (encrypts source passwords and keys at rest)."""
+    from services.collector.credentials import new_secret_key
+
+    click.echo(new_secret_key())
+
+
+@sources.command("add")
+@click.argument("name")
+@click.option("--carrier", required=True)
+@click.option("--protocol", type=click.Choice(["ftp", "ftps", "sftp"]), required=True,
+              help="ftps is explicit TLS (AUTH TLS) on the FTP port")
+@click.option("--host", required=True)
+@click.option("--port", type=int, default=None, help="default 21 (ftp, ftps) or 22 (sftp)")
+@click.option("--username", required=True)
+@click.option("--password", default=None, help="visible in shell history: prefer --ask-password")
+@click.option("--ask-password", is_flag=True, help="prompt for the password")
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="SFTP private key (OpenSSH or PEM)")
+@click.option("--ask-passphrase", is_flag=True, help="prompt for the private key's passphrase")
+@click.option("--dir", "remote_dir", default=".", show_default=True, help="remote directory")
+@click.option("--rule", "rules", multiple=True,
+              help="PATTERN=KIND,PERIOD,DIRECTION, e.g. 'monthly/*.csv=cdr,monthly,outbound' (repeatable; "
+                   "first match wins). Default: '*=cdr,daily,outbound'")
+@click.option("--interval", "poll_interval", type=int, default=300, show_default=True, help="seconds between polls")
+@click.option("--delete/--keep", "delete_after_collect", default=False, show_default=True,
+              help="delete remote files after collecting them")
+@click.option("--verify-tls/--no-verify-tls", default=True, show_default=True,
+              help="FTPS: verify the server certificate (turn off only for a self-signed carrier server)")
+@click.pass_obj
+def sources_add(settings: Settings, name: str, carrier: str, protocol: str, host: str, port: int | None,
+                username: str, password: str | None, ask_password: bool, key_file: Path | None,
+                ask_passphrase: bool, remote_dir: str, rules: tuple[str, ...], poll_interval: int,
+                delete_after_collect: bool, verify_tls: bool) -> None:
+    """Add (or change) a source. Credentials are stored encrypted with CDRFLOW_SECRET_KEY."""
+    from services.collector.credentials import Credentials
+    from services.collector.rules import parse_rule
+    from services.collector.sources import SourceSpec, save_source
+
+    if ask_password:
+        password = click.prompt("password", hide_input=True)
+    passphrase = click.prompt("key passphrase", hide_input=True) if ask_passphrase else None
+    private_key = key_file.read_text() if key_file else None
+    spec = SourceSpec(name=name, carrier=carrier, protocol=protocol, host=host, port=port, username=username,
+                      credentials=Credentials(password, private_key, passphrase),
+                      rules=[parse_rule(r) for r in rules or ("*=cdr,daily,outbound",)],
+                      remote_dir=remote_dir, poll_interval=poll_interval,
+                      delete_after_collect=delete_after_collect, verify_tls=verify_tls)
+    database = _database(settings)
+    with database.transaction() as session:
+        src = save_source(session, spec, settings.secret_key)
+        pinned = src.host_key is not None
+    click.echo(f"source {name} saved ({protocol}://{host}, {len(spec.rules)} rule(s))")
+    if protocol == "sftp" and not pinned:
+        click.echo(f"next: 'cdrflow sources trust {name}' to pin the server's host key")
+
+
+@sources.command("list")
+@click.pass_obj
+def sources_list(settings: Settings) -> None:
+    """Each source: where it is and what it collects (never its credentials)."""
+    import orjson
+
+    from services.collector.sources import all_sources
+
+    with _database(settings).transaction() as session:
+        for src in all_sources(session):
+            rules = " ".join(f"{r['pattern']}={r['kind']},{r['period']},{r['direction']}"
+                             for r in orjson.loads(src.rules))
+            extra = []
+            if src.protocol == "sftp":
+                extra.append("host key pinned" if src.host_key else "host key NOT pinned")
+            if src.protocol == "ftps" and not src.verify_tls:
+                extra.append("TLS NOT verified")
+            click.echo(f"{src.name:16} {src.carrier:10} {src.protocol}://{src.username}@{src.host}:{src.port}"
+                       f"/{src.remote_dir.lstrip('/')}  every {src.poll_interval}s"
+                       f"  {'delete' if src.delete_after_collect else 'keep'}  {rules}"
+                       + (f"  ({', '.join(extra)})" if extra else ""))
+
+
+@sources.command("trust")
+@click.argument("name")
+@click.option("--fingerprint", default=None, help="pin without asking if the server's key has this "
+                                                  "fingerprint (SHA256:…), as the carrier told you")
+@click.option("--yes", is_flag=True, help="pin whatever key the server presents, without asking")
+@click.pass_obj
+def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: bool) -> None:
+    """Show an SFTP server's host key fingerprint and pin the key (confirm it with the carrier first)."""
+    from services.collector.remote import fetch_host_key
+    from services.collector.sources import get_source, pin_host_key
+
+    database = _database(settings)
+    with database.transaction() as session:
+        src = get_source(session, name)
+        if src.protocol != "sftp":
+            raise click.ClickException(f"source {name} is {src.protocol}: host keys are pinned for SFTP only")
+        host, port = src.host, src.port
+    key = asyncio.run(fetch_host_key(name, host, port, settings.collector_timeout))
+    seen = key.get_fingerprint("sha256")
+    click.echo(f"{host}:{port} presents {key.get_algorithm()} key {seen}")
+    if fingerprint is not None and fingerprint != seen:
+        raise click.ClickException(f"the server's key is {seen}, not {fingerprint}: not pinned")
+    if fingerprint is None and not yes and not click.confirm("pin this key?"):
+        raise click.ClickException("not pinned")
+    with database.transaction() as session:
+        pin_host_key(session, name, key.export_public_key().decode().strip())
+    click.echo(f"host key pinned for source {name}")
+
+
+@sources.command("status")
+@click.pass_obj
+def sources_status(settings: Settings) -> None:
+    """Each source's state: last success, consecutive failures, next poll, last error."""
+    from services.collector.sources import all_sources
+
+    def when(value) -> str:  # type: ignore[no-untyped-def]
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+    with _database(settings).transaction() as session:
+        for src in all_sources(session):
+            click.echo(f"{src.name:16} {src.state:8} collected={src.collected} failures={src.failures} "
+                       f"last_success={when(src.last_success_at)} next_poll={when(src.next_poll_at)}"
+                       + (f"\n{'':16} error: {src.last_error}" if src.last_error else ""))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--now", is_flag=True, help="poll here and now and print what was fetched (otherwise: ask the "
+                                          "running collector to poll within a second)")
+@click.pass_obj
+def collect(settings: Settings, name: str, now: bool) -> None:
+    """Poll one source at once."""
+    from services.collector.sources import request_poll
+
+    if not now:
+        with _database(settings).transaction() as session:
+            request_poll(session, name)
+        click.echo(f"poll of {name} requested from the running collector")
+        return
+    from cdrflow.runtime import Runtime
+    from services.collector.poll import Collector
+
+    runtime = Runtime(settings, "collector")
+    result = asyncio.run(Collector(runtime).poll(name))
+    for f in result.fetched:
+        click.echo(f"{f['file_id']}  {f['kind']} {f['period']} {f['direction']}  {f['remote_path']}"
+                   f"  {f['size']} bytes")
+    for path in result.waiting:
+        click.echo(f"waiting (still being written): {path}")
+    click.echo(f"{name}: {len(result.fetched)} file(s) collected")
+    if result.error:
+        raise click.ClickException(result.error)

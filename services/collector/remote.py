@@ -1,0 +1,303 @@
+"""FTP, FTPS (explicit TLS) and SFTP behind one small async interface: list, download, delete.
+
+FTP and FTPS use the standard library's ftplib in a worker thread; SFTP uses asyncssh. Every
+third-party error is translated here into the collector's own errors (``errors``), each naming
+the source and saying what to check; no message carries a password or key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ftplib
+import socket
+import ssl
+from calendar import timegm
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncssh
+
+from services.collector.credentials import Credentials
+from services.collector.errors import (
+    CertificateError,
+    HostKeyError,
+    RemoteFileError,
+    RemoteSourceError,
+    SourceLoginError,
+    SourceTimeoutError,
+    SourceUnreachableError,
+)
+from services.collector.rules import RemoteEntry, remote_path
+
+PROTOCOLS = ("ftp", "ftps", "sftp")
+DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach one source (credentials decrypted, held only in memory)."""
+
+    source: str
+    protocol: str
+    host: str
+    port: int
+    username: str
+    credentials: Credentials
+    verify_tls: bool = True
+    host_key: str | None = None
+    timeout: float = 30.0
+
+
+class Remote(Protocol):
+    async def list_files(self, directory: str) -> list[RemoteEntry]: ...
+    async def download(self, path: str, dest: Path) -> int: ...
+    async def delete(self, path: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+async def connect(endpoint: Endpoint) -> Remote:
+    """Connected and logged in, or a RemoteSourceError saying why not."""
+    if endpoint.protocol == "sftp":
+        return await SftpRemote.open(endpoint)
+    if endpoint.protocol in ("ftp", "ftps"):
+        return await FtpRemote.open(endpoint)
+    raise RemoteSourceError(endpoint.source, f"unknown protocol {endpoint.protocol!r} (use {', '.join(PROTOCOLS)})")
+
+
+# --- FTP / FTPS -------------------------------------------------------------------------
+
+
+class _FtpTls(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control connection's TLS session,
+    which many servers (vsftpd's require_ssl_reuse) insist on."""
+
+    def ntransfercmd(self, cmd: str, rest: Any = None) -> tuple[socket.socket, int | None]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:  # type: ignore[attr-defined]
+            conn = self.context.wrap_socket(conn, server_hostname=self.host,
+                                            session=self.sock.session)  # type: ignore[union-attr]
+        return conn, size
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _mdtm_seconds(stamp: str) -> int:
+    """``20261001123000`` or ``20261001123000.123`` (UTC, RFC 3659) → seconds since the epoch."""
+    return timegm(datetime.strptime(stamp.strip()[:14], "%Y%m%d%H%M%S").timetuple())
+
+
+class FtpRemote:
+    def __init__(self, endpoint: Endpoint, ftp: ftplib.FTP) -> None:
+        self.endpoint, self._ftp = endpoint, ftp
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint) -> FtpRemote:
+        def login() -> ftplib.FTP:
+            if endpoint.protocol == "ftps":
+                ftp: ftplib.FTP = _FtpTls(context=_tls_context(endpoint.verify_tls), timeout=endpoint.timeout)
+            else:
+                ftp = ftplib.FTP(timeout=endpoint.timeout)
+            ftp.connect(endpoint.host, endpoint.port)
+            try:
+                ftp.login(endpoint.username, endpoint.credentials.password or "")
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    ftp.prot_p()
+            except BaseException:
+                ftp.close()
+                raise
+            return ftp
+
+        return cls(endpoint, await cls._call(endpoint, login, "log in"))
+
+    @staticmethod
+    async def _call(endpoint: Endpoint, fn: Any, doing: str, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateError(endpoint.source, f"TLS certificate of {endpoint.host} failed verification "
+                                   f"({exc.verify_message}); install the carrier's CA or, for a self-signed "
+                                   "carrier server, add the source with --no-verify-tls") from exc
+        except ssl.SSLError as exc:
+            raise RemoteSourceError(endpoint.source, f"TLS failed while trying to {doing}: {exc.reason}") from exc
+        except (TimeoutError, socket.timeout) as exc:
+            raise SourceTimeoutError(endpoint.source, f"{endpoint.host}:{endpoint.port} did not answer within "
+                                     f"{endpoint.timeout:g}s while trying to {doing}") from exc
+        except ftplib.error_perm as exc:
+            if str(exc).startswith("530"):
+                raise SourceLoginError(endpoint.source, f"login as {endpoint.username!r} refused by "
+                                       f"{endpoint.host} ({str(exc)[:120]}): check username and password") from exc
+            raise RemoteFileError(endpoint.source, f"server refused to {doing}: {str(exc)[:200]}") from exc
+        except ftplib.Error as exc:
+            raise RemoteFileError(endpoint.source, f"FTP error while trying to {doing}: {str(exc)[:200]}") from exc
+        except (ConnectionError, socket.gaierror, OSError) as exc:
+            raise SourceUnreachableError(endpoint.source, f"can't reach {endpoint.host}:{endpoint.port} "
+                                         f"({exc.strerror or exc}) while trying to {doing}") from exc
+
+    async def list_files(self, directory: str) -> list[RemoteEntry]:
+        return await self._call(self.endpoint, self._list, f"list {directory}", directory)
+
+    def _list(self, directory: str) -> list[RemoteEntry]:
+        try:
+            return [RemoteEntry(remote_path(directory, name), int(facts["size"]), _mdtm_seconds(facts["modify"]))
+                    for name, facts in self._ftp.mlsd(directory, facts=["type", "size", "modify"])
+                    if facts.get("type") == "file" and "size" in facts and "modify" in facts]
+        except ftplib.error_perm as exc:
+            if not str(exc)[:3] in ("500", "501", "502", "504"):
+                raise
+        # No MLSD on this server: names, then SIZE and MDTM per name (directories fail SIZE).
+        entries = []
+        for name in self._ftp.nlst(directory):
+            path = name if "/" in name else remote_path(directory, name)
+            try:
+                size = self._ftp.size(path)
+                stamp = self._ftp.sendcmd(f"MDTM {path}").split(maxsplit=1)[1]
+            except ftplib.error_perm:
+                continue
+            if size is not None:
+                entries.append(RemoteEntry(path, int(size), _mdtm_seconds(stamp)))
+        return entries
+
+    async def download(self, path: str, dest: Path) -> int:
+        def fetch() -> int:
+            with dest.open("wb") as fh:
+                self._ftp.retrbinary(f"RETR {path}", fh.write, blocksize=CHUNK)
+                return fh.tell()
+
+        return await self._call(self.endpoint, fetch, f"download {path}")
+
+    async def delete(self, path: str) -> None:
+        await self._call(self.endpoint, self._ftp.delete, f"delete {path}", path)
+
+    async def close(self) -> None:
+        def quit_() -> None:
+            try:
+                self._ftp.quit()
+            except (ftplib.Error, OSError, EOFError):
+                self._ftp.close()
+
+        await asyncio.to_thread(quit_)
+
+
+# --- SFTP -----------------------------------------------------------------------------
+
+
+def _ssh_error(endpoint: Endpoint, exc: BaseException, doing: str) -> RemoteSourceError:
+    where = f"{endpoint.host}:{endpoint.port}"
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return HostKeyError(endpoint.source, f"{where} presented a host key that is not the pinned one: the "
+                            "server was re-keyed or is not the carrier's; check with the carrier, then "
+                            f"'cdrflow sources trust {endpoint.source}'")
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return SourceLoginError(endpoint.source, f"login as {endpoint.username!r} refused by {where}: check "
+                                f"username and {endpoint.credentials.method}")
+    if isinstance(exc, asyncssh.KeyImportError):
+        return SourceLoginError(endpoint.source, "the private key can't be read (wrong passphrase or not a "
+                                "private key); re-add the source with the right key")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, asyncssh.ConnectionLost)):
+        return SourceTimeoutError(endpoint.source, f"{where} did not answer within {endpoint.timeout:g}s "
+                                  f"while trying to {doing}")
+    if isinstance(exc, asyncssh.SFTPError):
+        return RemoteFileError(endpoint.source, f"server refused to {doing}: {exc.reason}")
+    if isinstance(exc, asyncssh.Error):
+        return RemoteSourceError(endpoint.source, f"SSH error while trying to {doing}: {exc.reason}")
+    if isinstance(exc, OSError):
+        return SourceUnreachableError(endpoint.source, f"can't reach {where} ({exc.strerror or exc}) while "
+                                      f"trying to {doing}")
+    return RemoteSourceError(endpoint.source, f"{type(exc).__name__} while trying to {doing}")
+
+
+_SSH_ERRORS = (asyncssh.Error, asyncssh.KeyImportError, OSError, asyncio.TimeoutError)
+
+
+def _no_user_config() -> dict[str, Any]:
+    """Only what the source says: no ~/.ssh/config, agent or default keys of whoever runs cdrflow."""
+    return {"config": [], "agent_path": None, "ignore_encrypted": True}
+
+
+class SftpRemote:
+    def __init__(self, endpoint: Endpoint, conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient) -> None:
+        self.endpoint, self._conn, self._sftp = endpoint, conn, sftp
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint) -> SftpRemote:
+        if not endpoint.host_key:
+            raise HostKeyError(endpoint.source, f"no host key is pinned for {endpoint.host}:{endpoint.port}: run "
+                               f"'cdrflow sources trust {endpoint.source}' and compare the fingerprint with the "
+                               "carrier's")
+        creds = endpoint.credentials
+        try:
+            pinned = asyncssh.import_public_key(endpoint.host_key)
+            client_keys = ([asyncssh.import_private_key(creds.private_key, creds.passphrase)]
+                           if creds.private_key else None)
+            conn = await asyncssh.connect(
+                endpoint.host, endpoint.port, username=endpoint.username, password=creds.password,
+                client_keys=client_keys, known_hosts=([pinned], [], []),
+                connect_timeout=endpoint.timeout, login_timeout=endpoint.timeout, **_no_user_config())
+        except _SSH_ERRORS as exc:
+            raise _ssh_error(endpoint, exc, "log in") from exc
+        try:
+            sftp = await asyncio.wait_for(conn.start_sftp_client(), endpoint.timeout)
+        except _SSH_ERRORS as exc:
+            conn.close()
+            raise _ssh_error(endpoint, exc, "start SFTP") from exc
+        return cls(endpoint, conn, sftp)
+
+    async def _guard(self, coro: Any, doing: str) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self.endpoint.timeout)
+        except _SSH_ERRORS as exc:
+            raise _ssh_error(self.endpoint, exc, doing) from exc
+
+    async def list_files(self, directory: str) -> list[RemoteEntry]:
+        names = await self._guard(self._sftp.readdir(directory), f"list {directory}")
+        return [RemoteEntry(remote_path(directory, n.filename), int(n.attrs.size or 0), int(n.attrs.mtime or 0))
+                for n in names
+                if n.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR and n.attrs.size is not None]
+
+    async def download(self, path: str, dest: Path) -> int:
+        """Chunk by chunk, each read under the timeout (a whole large file may take longer)."""
+        remote = await self._guard(self._sftp.open(path, "rb"), f"open {path}")
+        written = 0
+        try:
+            with dest.open("wb") as fh:
+                while chunk := await self._guard(remote.read(CHUNK), f"download {path}"):
+                    fh.write(chunk)
+                    written += len(chunk)
+        finally:
+            try:
+                await asyncio.wait_for(remote.close(), self.endpoint.timeout)
+            except _SSH_ERRORS:
+                pass
+        return written
+
+    async def delete(self, path: str) -> None:
+        await self._guard(self._sftp.remove(path), f"delete {path}")
+
+    async def close(self) -> None:
+        self._sftp.exit()
+        self._conn.close()
+        try:
+            await asyncio.wait_for(self._conn.wait_closed(), 5)
+        except (asyncio.TimeoutError, OSError):
+            pass
+
+
+async def fetch_host_key(source: str, host: str, port: int, timeout: float) -> asyncssh.SSHKey:
+    """The host key the server presents now (for ``cdrflow sources trust``, which shows its fingerprint)."""
+    endpoint = Endpoint(source, "sftp", host, port, "", Credentials(), timeout=timeout)
+    try:
+        key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port, config=[]), timeout)
+    except _SSH_ERRORS as exc:
+        raise _ssh_error(endpoint, exc, "fetch the host key") from exc
+    if key is None:
+        raise HostKeyError(source, f"{host}:{port} presented no host key")
+    return key

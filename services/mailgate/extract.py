@@ -1,0 +1,199 @@
+"""The billing files in one mail message (pure: bytes in, files out; no network, no database).
+
+Attachments are taken as files; zip and gzip attachments are opened (also nested, a few levels),
+forwarded messages (message/rfc822) are walked like the message itself. Images, parts referenced
+by Content-ID (inline graphics), S/MIME and PGP signatures and vCards are *ignored*, and say so:
+they are never billing files. The body (text without a file name) is neither.
+
+Limits protect the gateway: at most ``max_files`` files and ``max_unpacked`` bytes once
+unpacked; past either, the whole message is refused with the reason (a zip bomb stops as soon as
+its output passes the limit, whatever its headers claim).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import io
+import posixpath
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+
+from cdrflow.errors import InputError
+
+MAX_DEPTH = 4  # archives in archives, messages in messages
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".svg", ".ico", ".webp", ".tif", ".tiff", ".emz",
+                    ".wmz"}
+SIGNATURE_EXTENSIONS = {".p7s", ".p7m", ".asc", ".sig", ".vcf"}
+SIGNATURE_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature",
+                   "text/vcard", "text/x-vcard"}
+ZIP_TYPES = {"application/zip", "application/x-zip-compressed", "application/x-zip"}
+GZIP_TYPES = {"application/gzip", "application/x-gzip"}
+
+
+class MessageRefused(InputError):
+    """The message can't be taken as it stands; ``reply`` is the SMTP answer (code and reason)."""
+
+    def __init__(self, code: int, enhanced: str, reason: str) -> None:
+        self.code, self.enhanced, self.reason = code, enhanced, reason
+        super().__init__(reason)
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.enhanced} {self.reason}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_files: int
+    max_unpacked: int  # bytes
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    name: str  # the file's own name (last path component as sent; not yet made safe)
+    data: bytes
+    position: str  # where in the message: "2", "2/gamma.csv" (zip member), "3.1" (forwarded): stable
+    container: str | None  # the archive or forwarded message it came out of
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class IgnoredPart:
+    name: str
+    reason: str
+
+
+@dataclass
+class Extraction:
+    files: list[FoundFile] = field(default_factory=list)
+    ignored: list[IgnoredPart] = field(default_factory=list)
+    unpacked: int = 0  # bytes decompressed so far
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+
+
+def extract(raw: bytes, limits: Limits) -> Extraction:
+    """Every billing file in the message and every part ignored; MessageRefused if over a limit or
+    an archive is damaged (then nothing from the message is taken)."""
+    found = Extraction()
+    _walk(parse_message(raw), "", found, limits, 0)
+    return found
+
+
+def _ext(name: str) -> str:
+    return posixpath.splitext(name.lower())[1]
+
+
+def _walk(part: Message, position: str, found: Extraction, limits: Limits, depth: int) -> None:
+    ctype = part.get_content_type()
+    if ctype == "message/rfc822":
+        if depth >= MAX_DEPTH:
+            raise MessageRefused(554, "5.6.0", f"messages forwarded more than {MAX_DEPTH} deep: refused")
+        inner = part.get_payload()
+        for i, msg in enumerate(inner if isinstance(inner, list) else [inner], start=1):
+            _walk(msg, f"{position}.{i}" if position else str(i), found, limits, depth + 1)
+        return
+    if part.is_multipart():
+        for i, sub in enumerate(part.get_payload(), start=1):  # type: ignore[union-attr]
+            _walk(sub, f"{position}.{i}" if position else str(i), found, limits, depth)
+        return
+    _leaf(part, position or "1", found, limits, depth)
+
+
+def _leaf(part: Message, position: str, found: Extraction, limits: Limits, depth: int) -> None:
+    name = part.get_filename()
+    ctype = part.get_content_type()
+    label = name or f"({ctype} part {position})"
+    ext = _ext(name or "")
+    if ctype.startswith("image/") or ext in IMAGE_EXTENSIONS:
+        found.ignored.append(IgnoredPart(label, "image (signature, logo or inline graphic): not a billing file"))
+        return
+    if part.get("Content-ID") and part.get_content_disposition() != "attachment":
+        found.ignored.append(IgnoredPart(label, "inline part referenced by Content-ID: not a billing file"))
+        return
+    if ctype in SIGNATURE_TYPES or ext in SIGNATURE_EXTENSIONS:
+        found.ignored.append(IgnoredPart(label, "signature or contact card: not a billing file"))
+        return
+    if name is None:
+        if not ctype.startswith("text/"):
+            found.ignored.append(IgnoredPart(label, "part without a file name: not taken as a billing file"))
+        return  # text without a file name is the message body
+    data = part.get_payload(decode=True) or b""
+    _file(name, data, ctype, position, None, found, limits, depth)
+
+
+def _file(name: str, data: bytes, ctype: str | None, position: str, container: str | None, found: Extraction,
+          limits: Limits, depth: int) -> None:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    ext = _ext(base)
+    if ext == ".zip" or ctype in ZIP_TYPES:
+        _unzip(base, data, position, found, limits, depth)
+    elif ext in (".gz", ".gzip") or ctype in GZIP_TYPES:
+        inner = base[: -len(ext)] if ext in (".gz", ".gzip") else base
+        _file(inner, _gunzip(base, data, found, limits), None, position + "/" + inner, base, found, limits, depth + 1)
+    elif not data:
+        found.ignored.append(IgnoredPart(base, "empty (0 bytes): no billing data"))
+    else:
+        if len(found.files) >= limits.max_files:
+            raise MessageRefused(552, "5.3.4", f"more than {limits.max_files} billing files in one message: "
+                                 "refused; send them in several messages")
+        found.files.append(FoundFile(base, data, position, container))
+
+
+def _over(name: str, limits: Limits) -> MessageRefused:
+    return MessageRefused(552, "5.3.4", f"attachment {name} unpacks to more than {limits.max_unpacked} bytes "
+                          "(a zip bomb?): message refused")
+
+
+def _damaged(name: str, why: str) -> MessageRefused:
+    return MessageRefused(554, "5.6.0", f"attachment {name} can't be unpacked ({why}): nothing from this message "
+                          "was taken; send an undamaged copy")
+
+
+def _unzip(name: str, data: bytes, position: str, found: Extraction, limits: Limits, depth: int) -> None:
+    if depth >= MAX_DEPTH:
+        raise MessageRefused(554, "5.6.0", f"archive {name} is nested more than {MAX_DEPTH} deep: refused")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise _damaged(name, f"not a readable zip file: {exc}") from exc
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise _damaged(name, f"{info.filename} is password-protected")
+            remaining = limits.max_unpacked - found.unpacked
+            if info.file_size > remaining:
+                raise _over(name, limits)
+            try:
+                with archive.open(info) as member:
+                    content = member.read(remaining + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise _damaged(name, f"{info.filename}: {exc}") from exc
+            if len(content) > remaining:
+                raise _over(name, limits)
+            found.unpacked += len(content)
+            _file(info.filename, content, None, f"{position}/{info.filename}", name, found, limits, depth + 1)
+
+
+def _gunzip(name: str, data: bytes, found: Extraction, limits: Limits) -> bytes:
+    remaining = limits.max_unpacked - found.unpacked
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+            content = fh.read(remaining + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _damaged(name, f"not a readable gzip file: {exc}") from exc
+    if len(content) > remaining:
+        raise _over(name, limits)
+    found.unpacked += len(content)
+    return content

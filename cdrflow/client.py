@@ -66,3 +66,7 @@ class AdminClient:
 
     def invoice_calls(self, number: str) -> str:
         return self._call("GET", f"/invoices/{number}/calls.csv")
+
+    def recon(self) -> list[dict[str, Any]]:
+        """Calls in reconciliation (no customer or no rate), grouped."""
+        return self._call("GET", "/recon")

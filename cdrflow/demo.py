@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from decimal import Decimal
 
 import click
 
@@ -86,6 +87,7 @@ def run_demo(base: Settings) -> None:
                 client.close_run(customer, DEMO_PERIOD)
             wait_until("invoices", lambda: len(client.invoices()) == len(customers))
             print_invoices(client)
+            print_reconciliation(client)
         database.dispose()
     say("done: services and broker stopped.")
 
@@ -118,3 +120,10 @@ def print_invoices(client: AdminClient) -> None:
         click.echo(f"  {inv['invoice_number']}  {inv['customer']:10} total £{inv['total']}")
         for charge in inv["charges"]:
             click.echo(f"      {charge['description']:14} x{charge['quantity']:<4} £{charge['amount']}")
+
+
+def print_reconciliation(client: AdminClient) -> None:
+    groups = client.recon()
+    click.echo(f"\nReconciliation: {sum(g['calls'] for g in groups)} call(s) not billed until the reference data is fixed")
+    for g in groups:
+        click.echo(f"  {g['status']:9} {g['key']:24} {g['carrier']:8} x{g['calls']:<4} cost £{Decimal(g['cost']):.4f}  {g['reason']}")

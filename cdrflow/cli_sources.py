@@ -52,11 +52,14 @@ def sources_keygen() -> None:
               help="delete remote files after collecting them")
 @click.option("--verify-tls/--no-verify-tls", default=True, show_default=True,
               help="FTPS: verify the server certificate (turn off only for a self-signed carrier server)")
+@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="FTPS: PEM certificate of the carrier's CA (or its self-signed certificate) to verify against "
+                   "instead of the system's CAs")
 @click.pass_obj
 def sources_add(settings: Settings, name: str, carrier: str, protocol: str, host: str, port: int | None,
                 username: str, password: str | None, ask_password: bool, key_file: Path | None,
                 ask_passphrase: bool, remote_dir: str, rules: tuple[str, ...], poll_interval: int,
-                delete_after_collect: bool, verify_tls: bool) -> None:
+                delete_after_collect: bool, verify_tls: bool, ca_file: Path | None) -> None:
     """Add (or change) a source. Credentials are stored encrypted with CDRFLOW_SECRET_KEY."""
     from services.collector.credentials import Credentials
     from services.collector.rules import parse_rule
@@ -70,7 +73,8 @@ def sources_add(settings: Settings, name: str, carrier: str, protocol: str, host
                       credentials=Credentials(password, private_key, passphrase),
                       rules=[parse_rule(r) for r in rules or ("*=cdr,daily,outbound",)],
                       remote_dir=remote_dir, poll_interval=poll_interval,
-                      delete_after_collect=delete_after_collect, verify_tls=verify_tls)
+                      delete_after_collect=delete_after_collect, verify_tls=verify_tls,
+                      tls_ca=ca_file.read_text() if ca_file else None)
     database = _database(settings)
     with database.transaction() as session:
         src = save_source(session, spec, settings.secret_key)
@@ -97,6 +101,8 @@ def sources_list(settings: Settings) -> None:
                 extra.append("host key pinned" if src.host_key else "host key NOT pinned")
             if src.protocol == "ftps" and not src.verify_tls:
                 extra.append("TLS NOT verified")
+            elif src.protocol == "ftps" and src.tls_ca:
+                extra.append("TLS verified against its own CA")
             click.echo(f"{src.name:16} {src.carrier:10} {src.protocol}://{src.username}@{src.host}:{src.port}"
                        f"/{src.remote_dir.lstrip('/')}  every {src.poll_interval}s"
                        f"  {'delete' if src.delete_after_collect else 'keep'}  {rules}"
@@ -111,6 +117,8 @@ def sources_list(settings: Settings) -> None:
 @click.pass_obj
 def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: bool) -> None:
     """Show an SFTP server's host key fingerprint and pin the key (confirm it with the carrier first)."""
+    import asyncssh
+
     from services.collector.remote import fetch_host_key
     from services.collector.sources import get_source, pin_host_key
 
@@ -119,10 +127,14 @@ def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: b
         src = get_source(session, name)
         if src.protocol != "sftp":
             raise click.ClickException(f"source {name} is {src.protocol}: host keys are pinned for SFTP only")
-        host, port = src.host, src.port
+        host, port, pinned = src.host, src.port, src.host_key
     key = asyncio.run(fetch_host_key(name, host, port, settings.collector_timeout))
     seen = key.get_fingerprint("sha256")
     click.echo(f"{host}:{port} presents {key.get_algorithm()} key {seen}")
+    if pinned:
+        before = asyncssh.import_public_key(pinned).get_fingerprint("sha256")
+        click.echo("this is the pinned key already" if before == seen else
+                   f"WARNING: the pinned key is {before}; pinning replaces it (confirm the change with the carrier)")
     if fingerprint is not None and fingerprint != seen:
         raise click.ClickException(f"the server's key is {seen}, not {fingerprint}: not pinned")
     if fingerprint is None and not yes and not click.confirm("pin this key?"):
@@ -130,6 +142,46 @@ def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: b
     with database.transaction() as session:
         pin_host_key(session, name, key.export_public_key().decode().strip())
     click.echo(f"host key pinned for source {name}")
+
+
+@sources.command("disable")
+@click.argument("name")
+@click.pass_obj
+def sources_disable(settings: Settings, name: str) -> None:
+    """Stop polling a source (its settings and what it collected are kept)."""
+    from services.collector.sources import set_enabled
+
+    with _database(settings).transaction() as session:
+        set_enabled(session, name, False)
+    click.echo(f"source {name} disabled")
+
+
+@sources.command("enable")
+@click.argument("name")
+@click.pass_obj
+def sources_enable(settings: Settings, name: str) -> None:
+    """Poll a disabled source again (at once)."""
+    from services.collector.sources import set_enabled
+
+    with _database(settings).transaction() as session:
+        set_enabled(session, name, True)
+    click.echo(f"source {name} enabled")
+
+
+@sources.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="don't ask")
+@click.pass_obj
+def sources_remove(settings: Settings, name: str, yes: bool) -> None:
+    """Forget a source and its record of collected files. Files already collected stay in the pipeline;
+    if the source is added again, every file still on its server is collected again."""
+    from services.collector.sources import remove_source
+
+    if not yes:
+        click.confirm(f"forget source {name} and its record of collected files?", abort=True)
+    with _database(settings).transaction() as session:
+        forgotten = remove_source(session, name)
+    click.echo(f"source {name} removed ({forgotten} collected-file record(s) forgotten)")
 
 
 @sources.command("status")
@@ -143,7 +195,8 @@ def sources_status(settings: Settings) -> None:
 
     with _database(settings).transaction() as session:
         for src in all_sources(session):
-            click.echo(f"{src.name:16} {src.state:8} collected={src.collected} failures={src.failures} "
+            state = src.state if src.enabled else "disabled"
+            click.echo(f"{src.name:16} {state:8} collected={src.collected} failures={src.failures} "
                        f"last_success={when(src.last_success_at)} next_poll={when(src.next_poll_at)}"
                        + (f"\n{'':16} error: {src.last_error}" if src.last_error else ""))
 
@@ -172,6 +225,8 @@ def collect(settings: Settings, name: str, now: bool) -> None:
                    f"  {f['size']} bytes")
     for path in result.waiting:
         click.echo(f"waiting (still being written): {path}")
+    for path in result.unchanged:
+        click.echo(f"unchanged (touched, same bytes as collected before): {path}")
     click.echo(f"{name}: {len(result.fetched)} file(s) collected")
     if result.error:
         raise click.ClickException(result.error)

@@ -40,14 +40,16 @@ class AdminClient:
             return False
 
     def upload(self, path: Path, *, carrier: str, kind: str, period: str, direction: str) -> dict[str, Any]:
-        """Stream the file to the API (never read whole into memory)."""
+        """``POST /files`` as a multipart form, the way the console's browser sends it. httpx
+        streams the file part from disk in 64 KiB chunks, so the file is never read whole into memory."""
         try:
             fh = path.open("rb")
         except OSError as exc:
             raise BadFileError(f"can't read the file: {exc.strerror}", file=str(path)) from exc
         with fh:
-            params = {"carrier": carrier, "kind": kind, "period": period, "direction": direction, "name": path.name}
-            return self._call("POST", "/files", params=params, content=fh)
+            fields = {"carrier": carrier, "kind": kind, "period": period, "direction": direction, "name": path.name}
+            return self._call("POST", "/files", data=fields,
+                              files={"file": (path.name, fh, "application/octet-stream")})
 
     def files(self, status: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/files", params={"status": status} if status else None)

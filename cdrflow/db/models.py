@@ -318,6 +318,8 @@ class Source(Base):
     verify_tls: Mapped[bool] = mapped_column(Boolean)
     host_key: Mapped[str | None] = mapped_column(Text)
     """The pinned SSH host key (OpenSSH public key line) an SFTP server must present."""
+    tls_ca: Mapped[str | None] = mapped_column(Text)
+    """PEM CA (or self-signed) certificate an FTPS server must chain to; empty: the system's CAs."""
     enabled: Mapped[bool] = mapped_column(Boolean)
     state: Mapped[str] = mapped_column(String(16))  # new | ok | failing
     failures: Mapped[int] = mapped_column(Integer)  # consecutive failed polls

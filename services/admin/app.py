@@ -10,6 +10,7 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,6 +19,7 @@ from cdrflow.bus import Topic, topic_name
 from cdrflow.db.models import Customer, File, FileCandidate, Invoice
 from cdrflow.errors import CdrflowError, InfrastructureError, InputError
 from cdrflow.events import Event, EventType, event_id
+from cdrflow.filestore import StoredFile
 from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
@@ -25,6 +27,9 @@ from services.admin.reference_api import reference_routes
 from services.invoicer.periods import month_period
 
 log = get_logger(__name__)
+
+UPLOAD_FIELDS = ("carrier", "kind", "period", "direction")
+"""What an uploaded file must be told: these are never guessed for uploads."""
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -62,28 +67,51 @@ def create_app(runtime: Runtime) -> Starlette:
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    def check(meta: FileMetadata) -> None:
+        with runtime.database.transaction() as session:
+            meta.check(session)
+
+    async def announce_upload(stored: StoredFile, meta: FileMetadata, uploaded_name: str) -> Response:
+        event = file_arrived(stored, meta, runtime.source, {"uploaded_name": uploaded_name})
+        await run_in_threadpool(publish, Topic.FILE_ARRIVED, stored.fingerprint, event)
+        log.info("file_uploaded", file_id=event.data["file_id"], fingerprint=stored.fingerprint,
+                 size=stored.size, carrier=meta.carrier, original_name=meta.original_name)
+        return JSONResponse({"file_id": event.data["file_id"], "fingerprint": stored.fingerprint,
+                             "size": stored.size}, status_code=201)
+
     async def upload(request: Request) -> Response:
-        """Stream the body into the file store, then announce it. Metadata is checked first,
-        so a refused upload stores nothing and announces nothing."""
+        """``POST /files``: a multipart form (fields carrier, kind, period, direction and a ``file``
+        part, as a browser sends it), or the raw bytes as the body with those fields as query
+        parameters plus ``name``. Metadata is checked before anything is stored, so a refused
+        upload stores nothing and announces nothing. Memory stays flat however large the file:
+        a multipart file part is spooled to a temporary file (in memory up to 1 MB only) and
+        copied into the store in chunks; a raw body goes into the store chunk by chunk."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return await upload_form(request)
         q = request.query_params
         missing = [k for k in ("carrier", "kind", "direction", "name") if not q.get(k)]
         if missing:
             return _error(400, f"missing query parameter(s): {', '.join(missing)}")
         meta = FileMetadata(carrier=q["carrier"], kind=q["kind"], period=q.get("period", "daily"),
                             direction=q["direction"], original_name=safe_name(q["name"]), channel="upload")
-
-        def check() -> None:
-            with runtime.database.transaction() as session:
-                meta.check(session)
-
-        await run_in_threadpool(check)
+        await run_in_threadpool(check, meta)
         stored = await runtime.store.put_async_chunks(request.stream())
-        event = file_arrived(stored, meta, runtime.source, {"uploaded_name": q["name"]})
-        await run_in_threadpool(publish, Topic.FILE_ARRIVED, stored.fingerprint, event)
-        log.info("file_uploaded", file_id=event.data["file_id"], fingerprint=stored.fingerprint,
-                 size=stored.size, carrier=meta.carrier, original_name=meta.original_name)
-        return JSONResponse({"file_id": event.data["file_id"], "fingerprint": stored.fingerprint,
-                             "size": stored.size}, status_code=201)
+        return await announce_upload(stored, meta, q["name"])
+
+    async def upload_form(request: Request) -> Response:
+        async with request.form(max_files=1, max_fields=len(UPLOAD_FIELDS) + 1) as form:
+            part = form.get("file")
+            if not isinstance(part, UploadFile):
+                return _error(400, "a multipart upload needs its file in a part named 'file'")
+            missing = [k for k in UPLOAD_FIELDS if not isinstance(form.get(k), str) or not form.get(k)]
+            if missing:
+                return _error(400, f"missing form field(s): {', '.join(missing)}")
+            name = str(form.get("name") or part.filename or "upload")
+            meta = FileMetadata(carrier=str(form["carrier"]), kind=str(form["kind"]), period=str(form["period"]),
+                                direction=str(form["direction"]), original_name=safe_name(name), channel="upload")
+            await run_in_threadpool(check, meta)
+            stored = await run_in_threadpool(runtime.store.put_stream, part.file)
+        return await announce_upload(stored, meta, name)
 
     def list_files(request: Request) -> Response:
         with runtime.database.transaction() as session:

@@ -41,5 +41,9 @@ class RemoteFileError(RemoteSourceError):
     """A listing, download or delete failed on the server, or a download came short."""
 
 
+class FileChangedError(RemoteFileError):
+    """A remote file grew while it was downloaded: it is still being written, so it waits."""
+
+
 class SecretKeyError(ConfigurationError):
     """Source credentials can't be encrypted or decrypted with the configured secret key."""

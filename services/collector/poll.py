@@ -5,7 +5,8 @@ The order of steps for each file, and why a crash at any point is safe:
 1. download into ``<data_dir>/collector/tmp/<pid>-<uuid>.part`` and check the byte count against
    the listing (short → not stored, retried next poll);
 2. store it in the content-addressed file store (temp + fsync + rename: whole or absent);
-3. produce file-arrived and flush (acks=all). Its file id is derived from (source, path, size,
+3. produce file-arrived and flush (acks=all), unless the content is byte for byte what was
+   collected from this path before (the file was only touched): then step 3 is skipped. Its file id is derived from (source, path, size,
    mtime, fingerprint), so if we crash before step 4 and fetch the same file again, the repeat
    has the same file id and dedupe treats it as the same file, not a Potential Duplicate;
 4. remember the remote file (path, size, mtime, fingerprint) in ``collected_files``;
@@ -35,7 +36,7 @@ from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
 from services.collector.credentials import decrypt
-from services.collector.errors import RemoteFileError, RemoteSourceError
+from services.collector.errors import FileChangedError, RemoteFileError
 from services.collector.remote import Endpoint, Remote, connect
 from services.collector.rules import RemoteEntry, Rule, classify, directories, rules_from_dicts, settled, to_fetch
 
@@ -47,6 +48,7 @@ class PollResult:
     source: str
     fetched: list[dict[str, object]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # still being written: size or mtime moved
+    unchanged: list[str] = field(default_factory=list)  # touched but the same bytes: not announced again
     error: str | None = None
 
 
@@ -92,7 +94,8 @@ class SourcePlan:
     remote_dir: str
     rules: list[Rule]
     delete_after_collect: bool
-    collected: dict[str, tuple[int, int]]
+    collected: dict[str, tuple[int, int]]  # path → (size, mtime) when last collected
+    announced: dict[str, tuple[str, str]]  # path → (fingerprint, file id) of what was last collected from it
 
 
 class Collector:
@@ -112,12 +115,12 @@ class Collector:
                 raise InputError(f"no source {name!r}: add it with 'cdrflow sources add'")
             endpoint = Endpoint(src.name, src.protocol, src.host, src.port, src.username,
                                 decrypt(src.secret, self.settings.secret_key), src.verify_tls, src.host_key,
-                                self.settings.collector_timeout)
-            collected = {path: (size, mtime) for path, size, mtime in session.execute(
-                select(CollectedFile.path, CollectedFile.size, CollectedFile.mtime)
-                .where(CollectedFile.source == name))}
+                                self.settings.collector_timeout, src.tls_ca)
+            rows = session.execute(select(CollectedFile.path, CollectedFile.size, CollectedFile.mtime,
+                                          CollectedFile.fingerprint, CollectedFile.file_id).where(CollectedFile.source == name)).all()
             return SourcePlan(endpoint, src.carrier, src.remote_dir, rules_from_dicts(orjson.loads(src.rules)),
-                              src.delete_after_collect, collected)
+                              src.delete_after_collect, {r.path: (r.size, r.mtime) for r in rows},
+                              {r.path: (r.fingerprint, r.file_id) for r in rows})
 
     def _remember(self, name: str, entry: RemoteEntry, fingerprint: str, file_id: str) -> None:
         row = CollectedFile(source=name, path=entry.path, size=entry.size, mtime=entry.mtime,
@@ -180,9 +183,17 @@ class Collector:
             errors = []
             for entry, rule in candidates:
                 try:
-                    result.fetched.append(await self._fetch(remote, plan, entry, rule))
+                    fetched = await self._fetch(remote, plan, entry, rule)
+                except FileChangedError:
+                    result.waiting.append(entry.path)
+                    continue
                 except RemoteFileError as exc:  # this file only; the others still come
                     errors.append(str(exc))
+                    continue
+                if fetched is None:
+                    result.unchanged.append(entry.path)
+                else:
+                    result.fetched.append(fetched)
             if errors:
                 result.error = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
         finally:
@@ -202,17 +213,29 @@ class Collector:
             if plan.collected.get(entry.path) == entry.version:
                 await remote.delete(entry.path)
 
-    async def _fetch(self, remote: Remote, plan: SourcePlan, entry: RemoteEntry, rule: Rule) -> dict[str, object]:
+    async def _fetch(self, remote: Remote, plan: SourcePlan, entry: RemoteEntry,
+                     rule: Rule) -> dict[str, object] | None:
+        """Steps 1-5 of the module doc for one file; None when its bytes are those collected before."""
         source = plan.endpoint.source
         part = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         try:
             got = await remote.download(entry.path, part)
-            if got != entry.size:
-                raise RemoteFileError(source, f"download of {entry.path} came short or long: {got} of {entry.size} "
-                                      "bytes (the file changed while being read?); it is fetched again next poll")
+            if got > entry.size:
+                raise FileChangedError(source, f"{entry.path} grew from {entry.size} to {got} bytes while being "
+                                       "downloaded; it is fetched once it stops changing")
+            if got < entry.size:
+                raise RemoteFileError(source, f"download of {entry.path} came short: {got} of {entry.size} bytes "
+                                      "(transfer cut or file truncated on the server); it is fetched again next poll")
             stored = await asyncio.to_thread(self._store, part)
         finally:
             part.unlink(missing_ok=True)
+        before = plan.announced.get(entry.path)
+        if before is not None and before[0] == stored.fingerprint:
+            await asyncio.to_thread(self._remember, source, entry, stored.fingerprint, before[1])
+            if plan.delete_after_collect:
+                await remote.delete(entry.path)
+            log.info("file_unchanged", source=source, fingerprint=stored.fingerprint, remote_path=entry.path)
+            return None
         meta = FileMetadata(carrier=plan.carrier, kind=rule.kind, period=rule.period, direction=rule.direction,
                             original_name=safe_name(entry.name), channel="collector")
         details = {"source": source, "protocol": plan.endpoint.protocol, "host": plan.endpoint.host,

@@ -12,7 +12,7 @@ import ftplib
 import socket
 import ssl
 from calendar import timegm
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +49,8 @@ class Endpoint:
     verify_tls: bool = True
     host_key: str | None = None
     timeout: float = 30.0
+    tls_ca: str | None = field(default=None, repr=False)
+    """PEM certificate(s) an FTPS server's certificate must chain to, instead of the system's CAs."""
 
 
 class Remote(Protocol):
@@ -82,8 +84,10 @@ class _FtpTls(ftplib.FTP_TLS):
         return conn, size
 
 
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+def _tls_context(verify: bool, ca_pem: str | None = None) -> ssl.SSLContext:
+    """Certificate and host name checked against the system's CAs, or only against ``ca_pem``
+    (a carrier's own CA); neither when the source opted out (``--no-verify-tls``)."""
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -103,7 +107,7 @@ class FtpRemote:
     async def open(cls, endpoint: Endpoint) -> FtpRemote:
         def login() -> ftplib.FTP:
             if endpoint.protocol == "ftps":
-                ftp: ftplib.FTP = _FtpTls(context=_tls_context(endpoint.verify_tls), timeout=endpoint.timeout)
+                ftp: ftplib.FTP = _FtpTls(context=_tls_context(endpoint.verify_tls, endpoint.tls_ca), timeout=endpoint.timeout)
             else:
                 ftp = ftplib.FTP(timeout=endpoint.timeout)
             ftp.connect(endpoint.host, endpoint.port)
@@ -124,8 +128,9 @@ class FtpRemote:
             return await asyncio.to_thread(fn, *args)
         except ssl.SSLCertVerificationError as exc:
             raise CertificateError(endpoint.source, f"TLS certificate of {endpoint.host} failed verification "
-                                   f"({exc.verify_message}); install the carrier's CA or, for a self-signed "
-                                   "carrier server, add the source with --no-verify-tls") from exc
+                                   f"({exc.verify_message}); give the carrier's CA certificate (or its self-signed "
+                                   "certificate) with 'cdrflow sources add --ca-file', or turn checking off for this "
+                                   "source with --no-verify-tls") from exc
         except ssl.SSLError as exc:
             raise RemoteSourceError(endpoint.source, f"TLS failed while trying to {doing}: {exc.reason}") from exc
         except (TimeoutError, socket.timeout) as exc:
@@ -199,7 +204,7 @@ def _ssh_error(endpoint: Endpoint, exc: BaseException, doing: str) -> RemoteSour
     if isinstance(exc, asyncssh.PermissionDenied):
         return SourceLoginError(endpoint.source, f"login as {endpoint.username!r} refused by {where}: check "
                                 f"username and {endpoint.credentials.method}")
-    if isinstance(exc, asyncssh.KeyImportError):
+    if isinstance(exc, (asyncssh.KeyImportError, asyncssh.KeyEncryptionError)):
         return SourceLoginError(endpoint.source, "the private key can't be read (wrong passphrase or not a "
                                 "private key); re-add the source with the right key")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, asyncssh.ConnectionLost)):
@@ -215,7 +220,7 @@ def _ssh_error(endpoint: Endpoint, exc: BaseException, doing: str) -> RemoteSour
     return RemoteSourceError(endpoint.source, f"{type(exc).__name__} while trying to {doing}")
 
 
-_SSH_ERRORS = (asyncssh.Error, asyncssh.KeyImportError, OSError, asyncio.TimeoutError)
+_SSH_ERRORS = (asyncssh.Error, asyncssh.KeyImportError, asyncssh.KeyEncryptionError, OSError, asyncio.TimeoutError)
 
 
 def _no_user_config() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
@@ -74,6 +75,10 @@ def serve(runtime: Runtime) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # FTP transfers and database calls run in worker threads; a pool larger than the number of
+        # concurrent polls means sources stuck until their timeout can't starve the others of threads.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2 * CONCURRENT_POLLS + 4,
+                                                     thread_name_prefix="collector"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await CollectorService(runtime).run(stop)

@@ -50,7 +50,9 @@ def ftp_server(root: Path, user: str = "carrier", password: str = "s3cret", *, c
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, str(root), perm="elradfmw")
     base = TLS_FTPHandler if cert else FTPHandler
-    attrs: dict[str, object] = {"authorizer": authorizer, "banner": "test carrier ready"}
+    # A refused login is answered after a delay, as real servers do against password guessing;
+    # pyftpdlib's default (3 s) would equal the collector timeout the tests use.
+    attrs: dict[str, object] = {"authorizer": authorizer, "banner": "test carrier ready", "auth_failed_timeout": 1}
     if cert:
         attrs |= {"certfile": str(cert[0]), "keyfile": str(cert[1]), "tls_control_required": True,
                   "tls_data_required": True}

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("delete_after_collect", sa.Boolean(), nullable=False),
         sa.Column("verify_tls", sa.Boolean(), nullable=False),
         sa.Column("host_key", sa.Text(), nullable=True),
+        sa.Column("tls_ca", sa.Text(), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),

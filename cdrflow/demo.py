@@ -14,7 +14,7 @@ import click
 
 from cdrflow.client import AdminApiError, AdminClient
 from cdrflow.localkafka import free_port
-from cdrflow.orchestrate import infrastructure, pipeline
+from cdrflow.orchestrate import PIPELINE_SERVICES, infrastructure, pipeline
 from cdrflow.filestore import FileStore
 from cdrflow.reference import load_carriers
 from services.rater.reference import load_customers, load_rate_sheet, load_tariffs
@@ -71,7 +71,7 @@ def run_demo(base: Settings) -> None:
             load_sample_reference(session, FileStore(settings.file_store_dir))
         say(f"broker at {settings.bootstrap}, database migrated, sample carriers and customers loaded")
         with pipeline(settings, log_dir=str(demo_dir)):
-            say(f"services running (dedupe, parser, rater, invoicer, admin at {settings.admin_url})")
+            say(f"services running ({', '.join(PIPELINE_SERVICES)}; admin API at {settings.admin_url})")
             client = AdminClient(settings.admin_url)
             with (SAMPLES / "manifest.csv").open(newline="") as fh:
                 manifest = list(csv.DictReader(fh))

@@ -21,8 +21,8 @@ from cdrflow.settings import Settings
 
 log = get_logger(__name__)
 
-PIPELINE_SERVICES = ("dedupe", "parser", "rater", "invoicer", "admin")
-"""What ``cdrflow up`` runs. The collector and mailgate join with the Collection issue."""
+PIPELINE_SERVICES = ("dedupe", "parser", "rater", "invoicer", "admin", "collector")
+"""What ``cdrflow up`` runs, each as its own process. The collector idles until sources exist."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

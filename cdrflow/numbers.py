@@ -28,11 +28,12 @@ def normalise_number(raw: str, country_code: str = "44") -> str:
 
 
 def normalise_expr(column: pl.Expr, country_code: str = "44") -> pl.Expr:
+    """``normalise_number`` on a column. Each way of writing a number is one anchored regex
+    extract (the first that matches wins), which polars runs several times faster than a
+    when/then chain over strings; the hypothesis test holds the two rules equal."""
     compact = column.str.replace_all(_NOISE, "")
-    digits = (
-        pl.when(compact.str.starts_with("+")).then(compact.str.slice(1))
-        .when(compact.str.starts_with("00")).then(compact.str.slice(2))
-        .when(compact.str.starts_with("0")).then(pl.lit(country_code) + compact.str.slice(1))
-        .otherwise(compact)
-    )
-    return pl.when(digits.str.contains(r"^\d+$")).then(digits).otherwise(column.str.strip_chars())
+    ways = [compact.str.extract(r"^(?:\+|00)(\d+)$")]  # international: '+' or '00', then digits
+    if country_code.isdigit():  # national: '0' then digits (not '00') → country code + digits
+        ways.append(pl.lit(country_code) + compact.str.extract(r"^0((?:[\d&&[^0]]\d*)?)$"))
+    ways.append(compact.str.extract(r"^([\d&&[^0]]\d*)$"))  # already E.164 digits
+    return pl.coalesce(*ways, column.str.strip_chars())  # not a number: left as written, stripped

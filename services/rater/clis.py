@@ -15,7 +15,7 @@ from datetime import date
 import polars as pl
 
 from cdrflow.errors import InputError
-from cdrflow.numbers import normalise_number
+from cdrflow.numbers import normalise_expr, normalise_number
 
 KINDS = ("ddi", "prefix", "range", "account", "trunk")
 _RANGE = re.compile(r"^\s*(\+?[\d\s]+?)\s*-\s*(\+?[\d\s]+)\s*$")
@@ -74,31 +74,84 @@ def parse_cli(customer: str, text: str, kind: str | None = None, country_code: s
 
 
 _ENTRY_SCHEMA = {"customer": pl.String, "kind": pl.String, "value": pl.String, "carrier": pl.String,
-                 "effective_from": pl.Date, "effective_to": pl.Date, "low": pl.Int64, "high": pl.Int64}
+                 "effective_from": pl.Date, "effective_to": pl.Date}
+_PLAIN_NUMBER = r"^\+?[0-9]+\*?$"
+"""CLIs written as plain digits ('+441632960001', '01632960001', '+4416329600*'): read by column
+(``normalise_expr`` is ``normalise_number``); any other text goes through ``parse_cli``."""
+
+
+def cli_table(customers: pl.Series, texts: pl.Series, country_code: str = "44", first_line: int = 2) -> pl.DataFrame:
+    """A customers file's ``customer,cli`` columns read as ``parse_cli`` reads each row, as a
+    table in ``_ENTRY_SCHEMA`` for ``CliDirectory.from_table``. Plain DDIs and DDI prefixes
+    (nearly every row of a big file) are read by column; InputError lists the bad rows by line."""
+    df = pl.DataFrame({"customer": customers.str.strip_chars(), "text": texts.fill_null("").str.strip_chars()}) \
+        .with_row_index("line", offset=first_line)
+    plain = df.filter(pl.col("text").str.contains(_PLAIN_NUMBER) & (pl.col("customer") != "")).select(
+        "line", "customer",
+        kind=pl.when(pl.col("text").str.ends_with("*")).then(pl.lit("prefix")).otherwise(pl.lit("ddi")),
+        value=normalise_expr(pl.col("text").str.strip_suffix("*"), country_code))
+    rows, problems = [], []
+    for line, customer, text in df.join(plain.select("line"), on="line", how="anti").iter_rows():
+        try:
+            e = parse_cli(customer, text, country_code=country_code)
+        except InputError as exc:
+            problems.append(f"line {line}: {exc}")
+            continue
+        rows.append((line, e.customer, e.kind, e.value))
+    if problems:
+        raise InputError("; ".join(problems[:20]) + (f"; … and {len(problems) - 20} more" if len(problems) > 20 else ""))
+    rest = pl.DataFrame(rows, schema={"line": pl.UInt32, "customer": pl.String, "kind": pl.String, "value": pl.String},
+                        orient="row")
+    return pl.concat([plain, rest]).sort("line").drop("line").with_columns(
+        carrier=pl.lit(None, pl.String), effective_from=pl.lit(None, pl.Date), effective_to=pl.lit(None, pl.Date))
 
 
 class CliDirectory:
-    """Every customer's CLIs, compiled for matching a whole batch of calls at once."""
+    """Every customer's CLIs, compiled for matching a whole batch of calls at once.
+
+    ``customers`` lists each customer once; a match is an index into it (``UInt32``), so the
+    engine gathers a customer's tariff by index instead of joining on names. DDIs claimed by
+    one unrestricted entry (almost all of them) are found by one join; the other calls go
+    through the precedence rules."""
 
     def __init__(self, entries: list[CliEntry]) -> None:
-        rows = [{"customer": e.customer, "kind": e.kind, "value": e.value, "carrier": e.carrier,
-                 "effective_from": e.effective_from, "effective_to": e.effective_to,
-                 "low": (e.bounds or (None, None))[0], "high": (e.bounds or (None, None))[1]} for e in entries]
-        table = pl.DataFrame(rows, schema=_ENTRY_SCHEMA)
+        columns = {name: [getattr(e, name) for e in entries] for name in _ENTRY_SCHEMA}
+        self._compile(pl.DataFrame(columns, schema=_ENTRY_SCHEMA))
+
+    @classmethod
+    def from_table(cls, table: pl.DataFrame) -> CliDirectory:
+        """From rows in ``_ENTRY_SCHEMA`` (as ``cli_table`` reads them), without an object per CLI."""
+        directory = cls.__new__(cls)
+        directory._compile(table.select([pl.col(n).cast(t) for n, t in _ENTRY_SCHEMA.items()]))
+        return directory
+
+    def _compile(self, table: pl.DataFrame) -> None:
         self.size = table.height
-        self._exact = table.filter(pl.col("kind") == "ddi")
+        self.customers = table["customer"].unique(maintain_order=True)
+        index = pl.DataFrame({"customer": self.customers}).with_row_index("who")
+        table = table.join(index, on="customer", how="left", maintain_order="left")
+        ranges = table.filter(pl.col("kind") == "range").with_columns(
+            pl.col("value").str.split_exact("-", 1).struct.field("field_0").cast(pl.Int64).alias("low"),
+            pl.col("value").str.split_exact("-", 1).struct.field("field_1").cast(pl.Int64).alias("high"))
+        exact = table.filter(pl.col("kind") == "ddi")
+        unrestricted = pl.col("carrier").is_null() & pl.col("effective_from").is_null() & pl.col("effective_to").is_null()
+        plain = (pl.len().over("value") == 1) & unrestricted
+        self._plain = exact.filter(plain).select("value", "who")
+        self._exact = exact.filter(~plain)
         self._codes = table.filter(pl.col("kind").is_in(["account", "trunk"]))
         prefixes = table.filter(pl.col("kind") == "prefix").with_columns(length=pl.col("value").str.len_chars())
         self._prefix_lengths = sorted(set(prefixes["length"].to_list()), reverse=True)
         self._prefixes = prefixes
-        self._ranges = table.filter(pl.col("kind") == "range").sort("low")
+        self._ranges = ranges.sort("low")
 
-    def match(self, calls: pl.DataFrame, carrier: str) -> pl.DataFrame:
-        """``calls`` has ``_i`` (unique), ``match_key`` (normalised number), ``account_code`` and
-        ``start``; returns ``_i, customer`` for the calls some CLI claims."""
-        base = calls.select("_i", "match_key", "account_code", pl.col("start").dt.date().alias("day"))
+    def match(self, match_key: pl.Series, account_code: pl.Series, start: pl.Series, carrier: str) -> pl.Series:
+        """For each call (``match_key``: its normalised number; ``start``: UTC), the index in
+        ``customers`` of the customer a CLI claims it for, or null; in call order."""
+        who = match_key.to_frame("value").join(self._plain, on="value", how="left", maintain_order="left")["who"]
+        pending = pl.DataFrame({"_i": pl.int_range(0, len(match_key), dtype=pl.UInt32, eager=True),
+                                "match_key": match_key, "account_code": account_code, "day": start.dt.date()}) \
+            .filter(who.is_null())
         found: list[pl.DataFrame] = []
-        pending = base
 
         def take(hits: pl.DataFrame) -> None:
             nonlocal pending
@@ -107,7 +160,7 @@ class CliDirectory:
                 found.append(best)
                 pending = pending.join(best.select("_i"), on="_i", how="anti")
 
-        if self._exact.height:
+        if self._exact.height and pending.height:
             take(pending.join(self._exact, left_on="match_key", right_on="value", how="inner"))
         if self._codes.height and pending.height:
             take(pending.filter(pl.col("account_code").is_not_null())
@@ -125,9 +178,10 @@ class CliDirectory:
             # or below the number is the only one that can hold it.
             take(numeric.sort("n").join_asof(self._ranges, left_on="n", right_on="low", strategy="backward")
                  .filter(pl.col("high").is_not_null() & (pl.col("n") <= pl.col("high"))))
-        if not found:
-            return pl.DataFrame(schema={"_i": pl.UInt32, "customer": pl.String})
-        return pl.concat(found)
+        if found:
+            hits = pl.concat(found)
+            who = who.scatter(hits["_i"], hits["who"])
+        return who
 
 
 def _best(hits: pl.DataFrame, carrier: str) -> pl.DataFrame:
@@ -139,4 +193,4 @@ def _best(hits: pl.DataFrame, carrier: str) -> pl.DataFrame:
         & (pl.col("effective_to").is_null() | (pl.col("day") < pl.col("effective_to")))
     )
     return live.sort(pl.col("carrier").is_null()).unique("_i", keep="first", maintain_order=False) \
-        .select("_i", "customer")
+        .select("_i", "who")

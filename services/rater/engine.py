@@ -28,9 +28,9 @@ import polars as pl
 
 from cdrflow.callrecords import conform
 from cdrflow.numbers import normalise_expr
-from services.rater.plan import RETAIL, WHOLESALE, WHOLESALE_TARIFF, RatingPlan
+from services.rater.plan import WHOLESALE_TARIFF, RatingPlan
 from services.rater.pricing import billable_seconds_expr, divisor, exact_price, round_expr, round_units
-from services.rater.schedule import BANDS, Schedule
+from services.rater.schedule import BANDS, MINUTES_PER_DAY, WEEK, Schedule
 
 RATE_COLUMNS = ("code", "destination", "peak", "offpeak", "weekend", "peak_setup", "offpeak_setup",
                 "weekend_setup", "minimum", "initial", "subsequent")
@@ -40,160 +40,221 @@ RATED_SCHEMA = {
     "status": pl.String, "reason": pl.String,
 }
 _DIVISORS = {places: divisor(places) for places in range(7)}
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
 def rate_calls(records: pl.DataFrame, plan: RatingPlan, *, carrier: str, direction: str) -> pl.DataFrame:
-    """The records with the rated columns added (see RATED_SCHEMA); row order kept."""
+    """The records with the rated columns added (see RATED_SCHEMA); row order kept.
+
+    Every step keeps the calls in their order, so lookups are joins that keep the left order
+    or gathers by integer index (customer, rate row, band), never a join back on a call id."""
+    calls = conform(records)
     cc = plan.country_code
-    df = conform(records).with_row_index("_i").with_columns(
+    df = calls.with_columns(
         pl.col("direction").fill_null(direction),
         cli_n=normalise_expr(pl.col("cli"), cc),
         dialled_n=normalise_expr(pl.col("dialled"), cc),
-        day=pl.col("start").dt.convert_time_zone(plan.zone.key).dt.date(),
-        local=pl.col("start").dt.convert_time_zone(plan.zone.key),
-    ).with_columns(match_key=pl.when(pl.col("direction") == "inbound").then("dialled_n").otherwise("cli_n"))
-
-    df = df.join(plan.directory.match(df, carrier), on="_i", how="left") \
-        .join(plan.tariff_table, on="customer", how="left")
-    df = _attach_sheets(df, plan, carrier)
-    df = df.join(_find_rates(plan, df, ("carrier_sheet", "base_sheet")), on="_i", how="left")
-    df = df.join(_find_rates(plan, df, ("wholesale_sheet",)).rename({c: f"{c}_w" for c in RATE_COLUMNS}),
-                 on="_i", how="left")
-
+        # wall-clock time in the operator's zone, as a naive datetime: bands and dates are read from it
+        local=pl.col("start").dt.convert_time_zone(plan.zone.key).dt.replace_time_zone(None),
+    ).with_columns(
+        day=pl.col("local").dt.date(),
+        week_minute=_week_minute(pl.col("local")),
+        outbound=pl.col("direction") == "outbound",
+        inbound=pl.col("direction") == "inbound",
+    )
+    match_key = df["cli_n"]
+    if df["inbound"].any():
+        match_key = df.select(pl.when(pl.col("inbound")).then("dialled_n").otherwise("cli_n"))["dialled_n"]
+    who = plan.directory.match(match_key, df["account_code"], df["start"], carrier)
+    customer = plan.customer_table.select(pl.all().gather(who))
+    sheets = plan.customer_sheets(carrier).select(pl.all().gather(who))
+    w_out, w_in = plan.wholesale_sheet(carrier, "outbound"), plan.wholesale_sheet(carrier, "inbound")
+    df = pl.concat([df, customer, sheets], how="horizontal").with_columns(
+        match_key=match_key,
+        carrier_sheet=_by_direction("carrier_sheet"),
+        base_sheet=_by_direction("base_sheet"),
+        wholesale_sheet=pl.when("outbound").then(pl.lit(w_out, pl.Int32)).when("inbound").then(pl.lit(w_in, pl.Int32)),
+    )
+    retail = _find_rates(plan, df, ("carrier_sheet", "base_sheet"))
+    has_wholesale = w_out is not None or w_in is not None
+    df = df.with_columns(_r=retail).with_columns(**_rate_columns(plan, pl.col("_r")))
     years = sorted(set(df["day"].dt.year().drop_nulls().to_list())) or [2000]
-    df = df.with_columns(band=_band_expr(plan, pl.col("schedule"), years),
-                         band_w=plan.schedules[WHOLESALE_TARIFF.schedule].band_expr(pl.col("local"), years))
+    df = df.with_columns(band_i=_band_index(plan, pl.col("schedule"), years))
     df = df.with_columns(
         chargeable=(pl.col("answered") & (pl.col("duration") > 0)) | pl.col("charge_unanswered").fill_null(False),
-        chargeable_w=pl.col("answered") & (pl.col("duration") > 0),
-    )
-    df = df.with_columns(
-        billable_seconds=pl.when(pl.col("chargeable") & pl.col("code").is_not_null())
+        rate=pl.lit(plan.rate_by_band).gather(plan.band_row(pl.col("band_i"), pl.col("_r"))),
+        setup=pl.lit(plan.setup_by_band).gather(plan.band_row(pl.col("band_i"), pl.col("_r"))),
+    ).with_columns(
+        billable_seconds=pl.when(pl.col("chargeable") & pl.col("_r").is_not_null())
         .then(billable_seconds_expr(pl.col("duration"), pl.col("initial"), pl.col("subsequent"))).otherwise(0),
-        charge=_charge_expr("", pl.col("places"), pl.col("rounding")),
-        wholesale_cost=_charge_expr("_w", pl.lit(WHOLESALE_TARIFF.places), pl.lit(WHOLESALE_TARIFF.rounding)),
-    )
+    ).with_columns(charge=_charge_expr(plan, pl.col("places"), pl.col("rounding"), uniform=_uniform_terms(plan)))
+    if has_wholesale:
+        df = df.with_columns(_rw=_find_rates(plan, df, ("wholesale_sheet",)),
+                             band_w=_band_index(plan, pl.lit(plan.schedule_names.index(WHOLESALE_TARIFF.schedule),
+                                                             pl.UInt32), years))
+        df = df.with_columns(wholesale_cost=_wholesale_cost_expr(plan))
+    else:
+        df = df.with_columns(wholesale_cost=pl.lit(None, pl.Int64))
     df = _split_band_charges(df, plan)
-    df = df.with_columns(
-        status=pl.when(pl.col("customer").is_null()).then(pl.lit("unmatched"))
-        .when(pl.col("tariff").is_null() | pl.col("code").is_null()).then(pl.lit("unrated"))
-        .otherwise(pl.lit("rated")),
-        reason=pl.when(pl.col("customer").is_null()).then(
-            pl.when(pl.col("direction") == "inbound").then(pl.format("no customer has DDI {}", "match_key"))
-            .otherwise(pl.format("no customer has CLI {}", "match_key")))
-        .when(pl.col("tariff").is_null()).then(pl.format("customer {} has no tariff", "customer"))
-        .when(pl.col("code").is_null()).then(
-            pl.format("no rate for {} in tariff {} ({})", "dialled_n", "tariff", "direction")),
+    status = pl.when(pl.col("who").is_null()).then(pl.lit("unmatched")) \
+        .when(pl.col("tariff").is_null() | pl.col("_r").is_null()).then(pl.lit("unrated")).otherwise(pl.lit("rated"))
+    df = df.with_columns(who=who).with_columns(status=status).with_columns(
+        rated=pl.col("status") == "rated",
         cost=pl.coalesce("cost", "wholesale_cost"),
         cdr_cost=pl.col("cost"),
-    ).with_columns(
-        charge=pl.when(pl.col("status") == "rated").then("charge"),
-        billable_seconds=pl.when(pl.col("status") == "rated").then("billable_seconds"),
-        band=pl.when(pl.col("status") == "rated").then("band"),
         cli=pl.col("cli_n"), dialled=pl.col("dialled_n"),
+    ).with_columns(
+        charge=pl.when("rated").then("charge"),
+        billable_seconds=pl.when("rated").then("billable_seconds"),
+        band=pl.when("rated").then(pl.lit(pl.Series(BANDS, dtype=pl.String)).gather(pl.col("band_i"))),
     )
-    record_columns = [c for c in conform(records).columns if c not in RATED_SCHEMA]
-    return df.sort("_i").select(*record_columns, *RATED_SCHEMA)
+    df = df.with_columns(reason=_reasons(df))
+    record_columns = [c for c in calls.columns if c not in RATED_SCHEMA]
+    return df.select(*record_columns, *RATED_SCHEMA)
 
 
-def _attach_sheets(df: pl.DataFrame, plan: RatingPlan, carrier: str) -> pl.DataFrame:
-    sheets = plan.sheet_table()
-    retail = sheets.filter(pl.col("kind") == RETAIL)
-    own = retail.filter(pl.col("carrier") == carrier).select(
-        tariff="owner", direction="direction", carrier_sheet="sheet_id")
-    base = retail.filter(pl.col("carrier") == "").select(tariff="owner", direction="direction", base_sheet="sheet_id")
-    wholesale = sheets.filter((pl.col("kind") == WHOLESALE) & (pl.col("owner") == carrier)) \
-        .select("direction", wholesale_sheet="sheet_id")
-    return df.join(own, on=["tariff", "direction"], how="left") \
-        .join(base, on=["tariff", "direction"], how="left") \
-        .join(wholesale, on="direction", how="left")
+def _week_minute(local: pl.Expr) -> pl.Expr:
+    """Minute of the week (Monday 00:00 = 0) of naive local datetimes, by integer arithmetic."""
+    minutes = local.dt.epoch("s") // 60
+    return ((minutes // MINUTES_PER_DAY + _EPOCH_WEEKDAY) % 7 * MINUTES_PER_DAY + minutes % MINUTES_PER_DAY) \
+        .cast(pl.UInt32)
 
 
-def _find_rates(plan: RatingPlan, df: pl.DataFrame, sheet_columns: tuple[str, ...]) -> pl.DataFrame:
-    """For each call, the rate row of the first sheet (in ``sheet_columns`` order) that has one:
-    the charge code if the sheet has it, else the longest dial prefix."""
-    found: list[pl.DataFrame] = []
-    calls = df.select("_i", "dialled_n", "charge_code", "day", *sheet_columns)
+def _by_direction(column: str) -> pl.Expr:
+    return pl.when("outbound").then(pl.col(f"{column}_outbound")).when("inbound").then(pl.col(f"{column}_inbound"))
+
+
+def _find_rates(plan: RatingPlan, df: pl.DataFrame, sheet_columns: tuple[str, ...]) -> pl.Series:
+    """For each call, the ``deck`` row (``_r``) of its rate, or null: on the first sheet (in
+    ``sheet_columns`` order) that has one, the charge code if the sheet has it, else the longest
+    dial prefix (rows not yet effective on the call's local day are skipped)."""
+    n = df.height
+    found = pl.repeat(None, n, dtype=pl.UInt32, eager=True).alias("_r")
+    calls = df.select(pl.int_range(0, n, dtype=pl.UInt32).alias("_i"), "dialled_n", "charge_code", "day",
+                      *sheet_columns)
     for sheet_column in sheet_columns:
-        pending = calls.filter(pl.col(sheet_column).is_not_null()).select(
-            "_i", "dialled_n", "charge_code", "day", sheet_id=sheet_column)
-        if found:
-            pending = pending.join(pl.concat(found).select("_i"), on="_i", how="anti")
+        pending = calls.filter(pl.col(sheet_column).is_not_null() & pl.lit(found).is_null()) \
+            .select("_i", "dialled_n", "charge_code", "day", sheet_id=sheet_column)
 
         def take(hits: pl.DataFrame) -> None:
-            nonlocal pending
+            nonlocal pending, found
             if plan.has_versions:
                 hits = hits.filter(pl.col("effective_from").is_null() | (pl.col("effective_from") <= pl.col("day"))) \
                     .sort("effective_from", nulls_last=False).unique("_i", keep="last")
-            hits = hits.select("_i", *RATE_COLUMNS)
             if hits.height:
-                found.append(hits)
-                pending = pending.join(hits.select("_i"), on="_i", how="anti")
+                found = found.scatter(hits["_i"], hits["_r"])
+                pending = pending.filter(pl.lit(found).gather(pl.col("_i")).is_null())
 
-        if plan.deck.height and pending.height:
+        if plan.deck.height and pending.height and pending["charge_code"].is_not_null().any():
             take(pending.filter(pl.col("charge_code").is_not_null())
-                 .join(plan.deck, left_on=["sheet_id", "charge_code"], right_on=["sheet_id", "code"], how="inner")
-                 .with_columns(code=pl.col("charge_code")))
+                 .join(plan.deck.select("sheet_id", "code", "_r", "effective_from"),
+                       left_on=["sheet_id", "charge_code"], right_on=["sheet_id", "code"], how="inner"))
         for length in plan.prefix_lengths:
             if not pending.height:
                 break
-            take(pending.with_columns(code=pl.col("dialled_n").str.slice(0, length))
-                 .join(plan.prefix_decks[length], on=["sheet_id", "code"], how="inner"))
-    if not found:
-        return pl.DataFrame(schema={"_i": pl.UInt32, **{c: plan_dtype(c) for c in RATE_COLUMNS}})
-    return pl.concat(found)
+            for sheet_id in pending["sheet_id"].unique().to_list():
+                codes = plan.prefix_decks.get((sheet_id, length))
+                if codes is None:
+                    continue
+                part = pending if pending["sheet_id"].n_unique() == 1 else pending.filter(pl.col("sheet_id") == sheet_id)
+                take(part.with_columns(code=pl.col("dialled_n").str.slice(0, length))
+                     .join(codes, on="code", how="inner"))
+    return found
 
 
-def plan_dtype(column: str) -> pl.DataType:
-    return pl.String() if column in ("code", "destination") else pl.Int64()
+def _rate_columns(plan: RatingPlan, row: pl.Expr) -> dict[str, pl.Expr]:
+    """The rate row's code, destination, minimum and increments, gathered by its index."""
+    return {c: pl.lit(plan.deck[c]).gather(row)
+            for c in ("code", "destination", "minimum", "initial", "subsequent")}
 
 
-def _band_expr(plan: RatingPlan, schedule: pl.Expr, years: list[int]) -> pl.Expr:
-    names = list(plan.schedules)
-    expr = pl.when(schedule == names[0]).then(plan.schedules[names[0]].band_expr(pl.col("local"), years))
-    for name in names[1:]:
-        expr = expr.when(schedule == name).then(plan.schedules[name].band_expr(pl.col("local"), years))
-    return expr.otherwise(None)
+def _band_index(plan: RatingPlan, schedule: pl.Expr, years: list[int]) -> pl.Expr:
+    """Index into BANDS of each call's band under ``schedule`` (index into ``plan.schedule_names``):
+    one gather from the schedules' minute-of-week tables; public holidays are weekend."""
+    band = pl.lit(plan.band_table).gather(schedule * WEEK + pl.col("week_minute"))
+    for k, name in enumerate(plan.schedule_names):
+        holidays = plan.schedules[name].holidays(years)
+        if holidays:
+            band = pl.when((schedule == k) & pl.col("day").is_in(sorted(holidays))) \
+                .then(pl.lit(BANDS.index("weekend"), pl.UInt32)).otherwise(band)
+    return band
 
 
-def _by_band(column: str, suffix: str, band: pl.Expr) -> pl.Expr:
-    """The peak/offpeak/weekend variant of ``column`` for the call's band."""
-    names = {b: f"{b}{column}{suffix}" for b in BANDS}
-    return pl.when(band == "peak").then(pl.col(names["peak"])) \
-        .when(band == "offpeak").then(pl.col(names["offpeak"])).otherwise(pl.col(names["weekend"]))
+def _uniform_terms(plan: RatingPlan) -> tuple[int, str] | None:
+    """(places, rounding) when every tariff rounds alike, so rounding needs no per-call terms."""
+    terms = {(t.places, t.rounding) for t in plan.tariffs.values()}
+    terms |= {(4, "half-up")} if set(plan.customers.values()) - set(plan.tariffs) else set()
+    return terms.pop() if len(terms) == 1 else None
 
 
-def _charge_expr(suffix: str, places: pl.Expr, rounding: pl.Expr) -> pl.Expr:
-    """Charge in micros from the rate columns ending in ``suffix``; null where no rate applies."""
-    band = pl.col(f"band{suffix}")
-    billable = billable_seconds_expr(pl.col("duration"), pl.col(f"initial{suffix}"), pl.col(f"subsequent{suffix}"))
-    exact = pl.max_horizontal(60 * pl.col(f"minimum{suffix}"),
-                              60 * _by_band("_setup", suffix, band) + _by_band("", suffix, band) * billable)
-    d = places.replace_strict(_DIVISORS, return_dtype=pl.Int64)
-    chargeable = pl.col(f"chargeable{suffix}")
-    return pl.when(pl.col(f"code{suffix}").is_null()).then(None) \
-        .when(chargeable).then(round_expr(exact, d, rounding)).otherwise(0)
+def _charge_expr(plan: RatingPlan, places: pl.Expr, rounding: pl.Expr, uniform: tuple[int, str] | None) -> pl.Expr:
+    """Charge in micros: max(minimum, set-up + rate × billable / 60) rounded once; null where no
+    rate applies, 0 for calls that are not chargeable."""
+    exact = pl.max_horizontal(60 * pl.col("minimum"), 60 * pl.col("setup") + pl.col("rate") * pl.col("billable_seconds"))
+    if uniform is not None:
+        d, mode = pl.lit(_DIVISORS[uniform[0]]), pl.lit(uniform[1])
+    else:
+        d, mode = places.replace_strict(_DIVISORS, return_dtype=pl.Int64), rounding
+    return pl.when(pl.col("_r").is_null()).then(None) \
+        .when(pl.col("chargeable")).then(round_expr(exact, d, mode)).otherwise(0)
+
+
+def _wholesale_cost_expr(plan: RatingPlan) -> pl.Expr:
+    """The carrier's cost from its wholesale sheet (UK schedule, 4 places half-up), as ``_charge_expr``."""
+    r, band = pl.col("_rw"), pl.col("band_w")
+    billable = billable_seconds_expr(pl.col("duration"), pl.lit(plan.deck["initial"]).gather(r),
+                                     pl.lit(plan.deck["subsequent"]).gather(r))
+    exact = pl.max_horizontal(60 * pl.lit(plan.deck["minimum"]).gather(r),
+                              60 * pl.lit(plan.setup_by_band).gather(plan.band_row(band, r))
+                              + pl.lit(plan.rate_by_band).gather(plan.band_row(band, r)) * billable)
+    rounded = round_expr(exact, pl.lit(_DIVISORS[WHOLESALE_TARIFF.places]), pl.lit(WHOLESALE_TARIFF.rounding))
+    return pl.when(r.is_null()).then(None).when(pl.col("answered") & (pl.col("duration") > 0)).then(rounded) \
+        .otherwise(0)
+
+
+def _reasons(df: pl.DataFrame) -> pl.Series:
+    """Why each call that is not rated is not; null for rated calls. Built for those calls only."""
+    reason = pl.repeat(None, df.height, dtype=pl.String, eager=True).alias("reason")
+    # rechunked: polars 2.1's pl.format inside when/then can panic on columns of unequal chunks
+    rest = df.select("rated", "who", "direction", "match_key", "tariff", "customer", "_r", "dialled_n") \
+        .with_row_index("_i").filter(~pl.col("rated")).rechunk()
+    if not rest.height:
+        return reason
+    why = rest.select("_i", reason=pl.when(pl.col("who").is_null()).then(
+        pl.when(pl.col("direction") == "inbound").then(pl.format("no customer has DDI {}", "match_key"))
+        .otherwise(pl.format("no customer has CLI {}", "match_key")))
+        .when(pl.col("tariff").is_null()).then(pl.format("customer {} has no tariff", "customer"))
+        .when(pl.col("_r").is_null()).then(
+            pl.format("no rate for {} in tariff {} ({})", "dialled_n", "tariff", "direction")))
+    return reason.scatter(why["_i"], why["reason"])
 
 
 def _split_band_charges(df: pl.DataFrame, plan: RatingPlan) -> pl.DataFrame:
     """Re-price, part by part, the calls of split-band tariffs that cross a band boundary."""
     if not df["split_bands"].fill_null(False).any():
         return df
-    candidates = df.filter(pl.col("split_bands").fill_null(False) & pl.col("chargeable") & pl.col("code").is_not_null())
+    candidates = df.with_row_index("_i").filter(
+        pl.col("split_bands").fill_null(False) & pl.col("chargeable") & pl.col("_r").is_not_null())
     if not candidates.height:
         return df
+    r = pl.col("_r")
+    candidates = candidates.select(
+        "_i", "start", "duration", "billable_seconds", "minimum", "places", "rounding",
+        schedule=pl.lit(pl.Series(plan.schedule_names)).gather(pl.col("schedule")),
+        **{band: pl.lit(plan.rate_by_band).gather(plan.band_row(pl.lit(k), r)) for k, band in enumerate(BANDS)},
+        **{f"{band}_setup": pl.lit(plan.setup_by_band).gather(plan.band_row(pl.lit(k), r)) for k, band in enumerate(BANDS)},
+    )
     fixes = []
     for row in candidates.iter_rows(named=True):
         schedule = plan.schedules[row["schedule"]]
         parts = band_seconds(schedule, row["start"], row["duration"], plan.zone)
         if len(parts) < 2:
             continue
-        fixes.append({"_i": row["_i"], "split_charge": split_charge(row, parts)})
+        fixes.append((row["_i"], split_charge(row, parts)))
     if not fixes:
         return df
-    fix = pl.DataFrame(fixes, schema={"_i": pl.UInt32, "split_charge": pl.Int64})
-    return df.join(fix, on="_i", how="left").with_columns(charge=pl.coalesce("split_charge", "charge")) \
-        .drop("split_charge")
+    index, charges = zip(*fixes)
+    return df.with_columns(charge=df["charge"].scatter(list(index), list(charges)))
 
 
 def band_seconds(schedule: Schedule, start: datetime, duration: int, zone) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]

@@ -8,20 +8,21 @@ one output row per input row — rejected rows included, with their reason — i
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
+from queue import Empty, Queue
+from typing import BinaryIO, TypeVar
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from cdrflow.errors import InputError
 from cdrflow.money import ZERO, from_micros
-from services.parser.api import parse_file
-from services.rater.clis import CliEntry, parse_cli
+from services.parser.api import ParsedBatch, parse_file
+from services.rater.clis import cli_table
 from services.rater.engine import rate_calls
 from services.rater.plan import RETAIL, RatingPlan, SheetKey, Tariff
 from services.rater.ratesheet import read_rate_sheet
@@ -29,8 +30,10 @@ from services.rater.schedule import UK_DEFAULT, Schedule
 
 OUTPUT_HEADER = ("row", "cli", "dialled", "start", "duration", "customer", "code", "destination", "band",
                  "billable_seconds", "charge", "cost", "status", "reason")
+START_FORMAT = "%Y-%m-%dT%H:%M:%S%:z"  # ISO 8601 with the offset, in the operator's zone
 OFFLINE_TARIFF = "offline"
 ANYONE = "-"
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,45 +61,49 @@ def offline_plan(rates: Path, *, customers: Path | None, schedule: Path | None, 
         schedule_name = "custom"
         schedules[schedule_name] = Schedule.from_rules(str(schedule), schedule.read_text(encoding="utf-8-sig"))
     # Without a customers file, one customer's empty DDI prefix claims every call.
-    entries = _customers(customers, country_code) if customers else [CliEntry(ANYONE, "prefix", "")]
+    clis = _customers(customers, country_code) if customers else pl.DataFrame(
+        {"customer": [ANYONE], "kind": ["prefix"], "value": [""]}).with_columns(
+        carrier=pl.lit(None, pl.String), effective_from=pl.lit(None, pl.Date), effective_to=pl.lit(None, pl.Date))
     tariff = Tariff(OFFLINE_TARIFF, schedule=schedule_name, split_bands=split_bands)
-    return RatingPlan(zone=zone, tariffs={tariff.code: tariff}, customers={e.customer: OFFLINE_TARIFF for e in entries},
-                      clis=entries, sheets={SheetKey(RETAIL, OFFLINE_TARIFF, direction): read_rate_sheet(rates)},
+    return RatingPlan(zone=zone, tariffs={tariff.code: tariff},
+                      customers=dict.fromkeys(clis["customer"].unique().to_list(), OFFLINE_TARIFF),
+                      clis=clis, sheets={SheetKey(RETAIL, OFFLINE_TARIFF, direction): read_rate_sheet(rates)},
                       schedules=schedules, country_code=country_code)
 
 
-def _customers(path: Path, country_code: str) -> list[CliEntry]:
-    entries, problems = [], []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip().lower() for h in reader.fieldnames or []]
-        if "customer" not in header or "cli" not in header:
-            raise InputError(f"{path}: line 1: header must have customer,cli (found {','.join(header)})")
-        reader.fieldnames = header
-        for number, row in enumerate(reader, start=2):
-            try:
-                entries.append(parse_cli(row["customer"].strip(), row["cli"] or "", country_code=country_code))
-            except InputError as exc:
-                problems.append(f"line {number}: {exc}")
-    if problems:
-        raise InputError(f"{path}: " + "; ".join(problems[:20]))
-    return entries
+def _customers(path: Path, country_code: str) -> pl.DataFrame:
+    """The ``customer,cli`` rows of a customers file as a CLI table (see ``clis.cli_table``)."""
+    try:
+        raw = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0]}") from exc
+    header = {name: name.strip().lower() for name in raw.columns}
+    if "customer" not in header.values() or "cli" not in header.values():
+        raise InputError(f"{path}: line 1: header must have customer,cli (found {','.join(header.values())})")
+    raw = raw.rename(header)
+    try:
+        return cli_table(raw["customer"].fill_null(""), raw["cli"], country_code)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
 
 
-def _money_text(column: str) -> pl.Expr:
-    """Micros as a decimal string: 4 places, or 6 where a carrier's cost needs them."""
-    m = pl.col(column)
+def _money_text(micros: pl.Series) -> pl.Expr:
+    """Micros as a decimal string: 4 places, or 6 where a carrier's cost needs them (the six-place
+    form is built only for a batch that has such an amount)."""
+    m = pl.col(micros.name)
     four = (m // 1_000_000).cast(pl.String) + "." + ((m % 1_000_000) // 100).cast(pl.String).str.pad_start(4, "0")
+    if not (micros % 100 != 0).any():
+        return four.alias(micros.name)
     six = (m // 1_000_000).cast(pl.String) + "." + (m % 1_000_000).cast(pl.String).str.pad_start(6, "0")
-    return pl.when(m % 100 == 0).then(four).otherwise(six).alias(column)
+    return pl.when(m % 100 == 0).then(four).otherwise(six).alias(micros.name)
 
 
 def _output(rated: pl.DataFrame, rejects: list, zone: ZoneInfo) -> pl.DataFrame:
     out = rated.select(
         "row", "cli", "dialled",
-        pl.col("start").dt.convert_time_zone(zone.key).dt.strftime("%Y-%m-%dT%H:%M:%S%:z"),
+        pl.col("start").dt.convert_time_zone(zone.key),  # written as START_FORMAT by the writer
         "duration", "customer", "code", "destination", "band", "billable_seconds",
-        _money_text("charge"), _money_text("cost"), "status", "reason",
+        _money_text(rated["charge"]), _money_text(rated["cost"]), "status", "reason",
     ).cast({"row": pl.Int64, "duration": pl.Int64, "billable_seconds": pl.Int64})
     if not rejects:
         return out
@@ -107,15 +114,97 @@ def _output(rated: pl.DataFrame, rejects: list, zone: ZoneInfo) -> pl.DataFrame:
 
 
 def rate_files(paths: Iterable[Path], fmt: str, plan: RatingPlan, *, direction: str, out: BinaryIO,
-               batch_rows: int = 250_000, on_rows: Callable[[int], None] | None = None) -> RateSummary:
-    """Rate every call of ``paths`` (in order) and write the output CSV to ``out``."""
+               batch_rows: int = 200_000, on_rows: Callable[[int], None] | None = None) -> RateSummary:
+    """Rate every call of ``paths`` (in order) and write the output CSV to ``out``.
+
+    Three stages overlap, each in its own thread, joined by queues of at most ``AHEAD``
+    batches (so memory stays flat): the parser reads the next batch while this thread rates
+    one and the writer writes the one before (polars releases the GIL while it works)."""
     summary = RateSummary()
     out.write((",".join(OUTPUT_HEADER) + "\n").encode())
-    for path in paths:
-        for batch in parse_file(path, fmt, zone=plan.zone, batch_rows=batch_rows):
+
+    def parsed() -> Iterator[ParsedBatch]:
+        for path in paths:
+            yield from parse_file(path, fmt, zone=plan.zone, batch_rows=batch_rows)
+
+    with _Writer(out) as writer:
+        for batch in _ahead(parsed()):
             rated = rate_calls(batch.records, plan, carrier=OFFLINE_TARIFF, direction=direction)
             summary.add(rated, len(batch.rejects))
-            _output(rated, batch.rejects, plan.zone).write_csv(out, include_header=False)
+            writer.write(_output(rated, batch.rejects, plan.zone))
             if on_rows:
                 on_rows(rated.height + len(batch.rejects))
     return summary
+
+
+AHEAD = 2
+"""Batches a stage may run ahead of the next: enough to keep both cores busy, little memory."""
+_DONE = object()
+
+
+def _ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, produced in a background thread up to ``AHEAD`` ahead; its exceptions re-raised here."""
+    queue: Queue = Queue(maxsize=AHEAD)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                queue.put((item, None))
+            queue.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((_DONE, exc))
+
+    thread = threading.Thread(target=produce, name="cdrflow-parse", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                queue.get_nowait()
+            except Empty:
+                thread.join(0.05)
+
+
+class _Writer:
+    """Writes output frames to ``out`` in a background thread, in order; at most ``AHEAD`` waiting.
+    Leaving the ``with`` block waits for every frame to be written and re-raises a write error."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.queue: Queue = Queue(maxsize=AHEAD)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="cdrflow-write", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(frame)
+
+    def _run(self) -> None:
+        while (frame := self.queue.get()) is not _DONE:
+            if self.error is None:
+                try:
+                    frame.write_csv(self.out, include_header=False, datetime_format=START_FORMAT)
+                except BaseException as exc:  # raised in the rating thread
+                    self.error = exc
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.queue.put(_DONE)
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error

@@ -13,7 +13,7 @@ import polars as pl
 
 from services.rater.clis import CliDirectory, CliEntry
 from services.rater.pricing import ROUNDING_MODES, divisor
-from services.rater.ratesheet import RateSheet
+from services.rater.ratesheet import DECK_SCHEMA, RateSheet
 from services.rater.schedule import UK_DEFAULT, Schedule
 
 RETAIL, WHOLESALE = "retail", "wholesale"
@@ -50,44 +50,84 @@ class SheetKey:
 
 @dataclass
 class RatingPlan:
+    """The reference data, compiled once into tables the engine indexes by integer:
+
+    - ``deck``: every sheet's rows with ``sheet_id`` and ``_r`` (the row's index); a call's rate
+      is found as an ``_r``, and its columns are then gathered by it;
+    - ``prefix_decks[(sheet_id, length)]``: the dial-prefix codes of one sheet and length;
+    - ``rate_by_band`` / ``setup_by_band``: each row's peak, offpeak, weekend rate (set-up) at
+      ``band·len(deck) + _r`` (band: index into ``BANDS``), see ``band_row``;
+    - ``band_table``: every schedule's band per minute of the week, schedule ``k`` at ``k·WEEK``;
+    - ``customer_table``: per customer of ``directory.customers`` (same order), its tariff's terms.
+    """
+
     zone: ZoneInfo
     tariffs: dict[str, Tariff]
     customers: dict[str, str]  # customer → tariff code
-    clis: list[CliEntry]
+    clis: list[CliEntry] | pl.DataFrame  # entries, or a table as ``clis.cli_table`` reads a customers file
     sheets: dict[SheetKey, RateSheet]
     schedules: dict[str, Schedule] = field(default_factory=dict)
     country_code: str = "44"
 
     def __post_init__(self) -> None:
         self.schedules = {UK_DEFAULT.name: UK_DEFAULT} | self.schedules
-        self.directory = CliDirectory(self.clis)
-        self.sheet_ids = {key: n for n, key in enumerate(self.sheets)}
-        decks = [s.deck.with_columns(sheet_id=pl.lit(self.sheet_ids[k], dtype=pl.Int32)) for k, s in self.sheets.items()]
-        self.deck = pl.concat(decks) if decks else pl.DataFrame(schema={"sheet_id": pl.Int32, "code": pl.String})
-        self.has_versions = bool(decks) and self.deck.select(pl.struct("sheet_id", "code").is_duplicated().any()).item()
-        prefixes = self.deck.filter(pl.col("is_prefix")) if decks else self.deck
-        self.prefix_lengths = sorted(set(prefixes["code"].str.len_chars().to_list()), reverse=True) if decks else []
-        self.prefix_decks = {n: prefixes.filter(pl.col("code").str.len_chars() == n) for n in self.prefix_lengths}
         missing = {t.schedule for t in self.tariffs.values()} - set(self.schedules)
         if missing:
             raise ValueError(f"tariffs name unknown schedule(s): {', '.join(sorted(missing))}")
-        self.tariff_table = pl.DataFrame(
-            [{"customer": c, "tariff": t, **self._params(self.tariffs.get(t, Tariff(t)))}
-             for c, t in self.customers.items()],
-            schema={"customer": pl.String, "tariff": pl.String, "schedule": pl.String, "split_bands": pl.Boolean,
-                    "places": pl.Int64, "rounding": pl.String, "charge_unanswered": pl.Boolean},
-        )
+        self.directory = CliDirectory.from_table(self.clis) if isinstance(self.clis, pl.DataFrame) \
+            else CliDirectory(self.clis)
+        self.sheet_ids = {key: n for n, key in enumerate(self.sheets)}
+        decks = [s.deck.with_columns(sheet_id=pl.lit(self.sheet_ids[k], dtype=pl.Int32)) for k, s in self.sheets.items()]
+        self.deck = (pl.concat(decks) if decks else pl.DataFrame(schema={**DECK_SCHEMA, "sheet_id": pl.Int32})) \
+            .with_row_index("_r")
+        self.has_versions = self.deck.select(pl.struct("sheet_id", "code").is_duplicated().any()).item() or False
+        prefixes = self.deck.filter(pl.col("is_prefix")).with_columns(length=pl.col("code").str.len_chars())
+        self.prefix_lengths = sorted(set(prefixes["length"].to_list()), reverse=True)
+        self.prefix_decks = {(sheet_id, length): part.select("code", "_r", "effective_from")
+                             for (sheet_id, length), part in prefixes.partition_by(["sheet_id", "length"],
+                                                                                  as_dict=True).items()}
+        self.rate_by_band = self._by_band("peak", "offpeak", "weekend")
+        self.setup_by_band = self._by_band("peak_setup", "offpeak_setup", "weekend_setup")
+        self.schedule_names = list(self.schedules)
+        self.band_table = pl.Series("band", [b for name in self.schedule_names for b in self.schedules[name].table],
+                                    dtype=pl.UInt32)
+        self.customer_table = self._customer_table()
+        self._sheets_by_carrier: dict[str, pl.DataFrame] = {}
 
-    @staticmethod
-    def _params(tariff: Tariff) -> dict[str, object]:
-        return {"schedule": tariff.schedule, "split_bands": tariff.split_bands, "places": tariff.places,
-                "rounding": tariff.rounding, "charge_unanswered": tariff.charge_unanswered}
+    def _by_band(self, *columns: str) -> pl.Series:
+        return pl.concat([self.deck[c] for c in columns]).rechunk()
 
-    def sheet_table(self) -> pl.DataFrame:
-        """(kind, owner, direction, carrier) → sheet_id, for joining calls to their sheets."""
-        return pl.DataFrame(
-            [{"kind": k.kind, "owner": k.owner, "direction": k.direction, "carrier": k.carrier, "sheet_id": i}
-             for k, i in self.sheet_ids.items()],
-            schema={"kind": pl.String, "owner": pl.String, "direction": pl.String, "carrier": pl.String,
-                    "sheet_id": pl.Int32},
-        )
+    def _customer_table(self) -> pl.DataFrame:
+        """Per directory customer (in its order): tariff, schedule (index into ``schedule_names``),
+        split_bands, places, rounding, charge_unanswered; all null for a customer without a tariff."""
+        rows = []
+        for customer in self.directory.customers.to_list():
+            code = self.customers.get(customer)
+            tariff = None if code is None else self.tariffs.get(code, Tariff(code))
+            rows.append((code, *((None,) * 5 if tariff is None else (
+                self.schedule_names.index(tariff.schedule), tariff.split_bands, tariff.places, tariff.rounding,
+                tariff.charge_unanswered))))
+        return pl.DataFrame(rows, orient="row", schema={
+            "tariff": pl.String, "schedule": pl.UInt32, "split_bands": pl.Boolean, "places": pl.Int64,
+            "rounding": pl.String, "charge_unanswered": pl.Boolean}).with_columns(customer=self.directory.customers)
+
+    def customer_sheets(self, carrier: str) -> pl.DataFrame:
+        """Per directory customer: the sheet ids of its tariff, ``{carrier,base}_sheet_{outbound,inbound}``:
+        the tariff's sheet for ``carrier``'s calls and its own sheet (null where there is none)."""
+        if carrier not in self._sheets_by_carrier:
+            def sheet(tariff: str | None, direction: str, for_carrier: str) -> int | None:
+                return self.sheet_ids.get(SheetKey(RETAIL, tariff, direction, for_carrier)) if tariff else None
+
+            tariffs = self.customer_table["tariff"].to_list()
+            self._sheets_by_carrier[carrier] = pl.DataFrame(
+                {f"{kind}_sheet_{direction}": [sheet(t, direction, for_carrier) for t in tariffs]
+                 for kind, for_carrier in (("carrier", carrier), ("base", "")) for direction in ("outbound", "inbound")},
+                schema={f"{k}_sheet_{d}": pl.Int32 for k in ("carrier", "base") for d in ("outbound", "inbound")})
+        return self._sheets_by_carrier[carrier]
+
+    def band_row(self, band: pl.Expr, row: pl.Expr) -> pl.Expr:
+        """Index into ``rate_by_band`` / ``setup_by_band`` of rate row ``row`` in ``band``."""
+        return band.cast(pl.Int64) * self.deck.height + row
+
+    def wholesale_sheet(self, carrier: str, direction: str) -> int | None:
+        return self.sheet_ids.get(SheetKey(WHOLESALE, carrier, direction))

@@ -234,7 +234,8 @@ def _split_band_charges(df: pl.DataFrame, plan: RatingPlan) -> pl.DataFrame:
     if not df["split_bands"].fill_null(False).any():
         return df
     candidates = df.with_row_index("_i").filter(
-        pl.col("split_bands").fill_null(False) & pl.col("chargeable") & pl.col("_r").is_not_null())
+        pl.col("split_bands").fill_null(False) & pl.col("chargeable") & pl.col("_r").is_not_null()
+        & _may_cross_a_boundary(plan))
     if not candidates.height:
         return df
     r = pl.col("_r")
@@ -255,6 +256,28 @@ def _split_band_charges(df: pl.DataFrame, plan: RatingPlan) -> pl.DataFrame:
         return df
     index, charges = zip(*fixes)
     return df.with_columns(charge=df["charge"].scatter(list(index), list(charges)))
+
+
+def _may_cross_a_boundary(plan: RatingPlan) -> pl.Expr:
+    """True for calls that reach a band boundary of their schedule or span a clock change:
+    only those are walked second by second. Minutes are counted on a continuous local
+    timeline whose minute 0 (mod WEEK) is a Monday 00:00."""
+    counts = [c for name in plan.schedule_names for c in plan.schedules[name].boundary_counts()]
+    table = pl.lit(pl.Series(counts, dtype=pl.Int64))
+    per_week = pl.lit(pl.Series([plan.schedules[n].boundary_counts()[WEEK] for n in plan.schedule_names],
+                                dtype=pl.Int64))
+    schedule = pl.col("schedule").cast(pl.Int64)
+
+    def boundaries_up_to(local_minute: pl.Expr) -> pl.Expr:
+        x = local_minute + _EPOCH_WEEKDAY * MINUTES_PER_DAY
+        return (x // WEEK) * per_week.gather(schedule) + table.gather(schedule * (WEEK + 1) + x % WEEK)
+
+    last = (pl.col("start") + pl.duration(seconds=pl.col("duration") - 1)) \
+        .dt.convert_time_zone(plan.zone.key).dt.replace_time_zone(None)
+    first_s, last_s = pl.col("local").dt.epoch("s"), last.dt.epoch("s")
+    clock_changed = (last_s - first_s) != (pl.col("duration") - 1)
+    crosses = boundaries_up_to(last_s // 60) > boundaries_up_to(first_s // 60)
+    return (pl.col("duration") > 1) & (crosses | clock_changed)
 
 
 def band_seconds(schedule: Schedule, start: datetime, duration: int, zone) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]

@@ -135,6 +135,18 @@ class Schedule:
             out |= self._holiday_cache[year]
         return frozenset(out)
 
+    def boundary_counts(self) -> list[int]:
+        """``counts[m]``: how many band boundaries fall on minutes 1..m of the week (m = 0..WEEK),
+        a boundary being a minute whose band differs from the minute before. With public
+        holidays as weekend every midnight counts as a possible boundary. Used to find, without
+        walking them, the calls that cannot cross a boundary."""
+        counts = [0] * (WEEK + 1)
+        for m in range(1, WEEK + 1):
+            boundary = self.table[m % WEEK] != self.table[m - 1] or (
+                self.holidays_as_weekend and m % MINUTES_PER_DAY == 0)
+            counts[m] = counts[m - 1] + boundary
+        return counts
+
     def band_at(self, local: datetime) -> str:
         """The band of a local (aware) moment."""
         if self.holidays_as_weekend and local.date() in self.holidays([local.year]):

@@ -144,12 +144,13 @@ class CliDirectory:
         self._prefixes = prefixes
         self._ranges = ranges.sort("low")
 
-    def match(self, match_key: pl.Series, account_code: pl.Series, start: pl.Series, carrier: str) -> pl.Series:
-        """For each call (``match_key``: its normalised number; ``start``: UTC), the index in
-        ``customers`` of the customer a CLI claims it for, or null; in call order."""
+    def match(self, match_key: pl.Series, account_code: pl.Series, local_start: pl.Series, carrier: str) -> pl.Series:
+        """For each call (``match_key``: its normalised number; ``local_start``: its start on the
+        operator's wall clock, whose date the CLI's effective dates are compared with), the index
+        in ``customers`` of the customer a CLI claims it for, or null; in call order."""
         who = match_key.to_frame("value").join(self._plain, on="value", how="left", maintain_order="left")["who"]
         pending = pl.DataFrame({"_i": pl.int_range(0, len(match_key), dtype=pl.UInt32, eager=True),
-                                "match_key": match_key, "account_code": account_code, "day": start.dt.date()}) \
+                                "match_key": match_key, "account_code": account_code, "day": local_start.dt.date()}) \
             .filter(who.is_null())
         found: list[pl.DataFrame] = []
 

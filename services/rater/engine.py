@@ -65,7 +65,7 @@ def rate_calls(records: pl.DataFrame, plan: RatingPlan, *, carrier: str, directi
     match_key = df["cli_n"]
     if df["inbound"].any():
         match_key = df.select(pl.when(pl.col("inbound")).then("dialled_n").otherwise("cli_n"))["dialled_n"]
-    who = plan.directory.match(match_key, df["account_code"], df["start"], carrier)
+    who = plan.directory.match(match_key, df["account_code"], df["local"], carrier)
     customer = plan.customer_table.select(pl.all().gather(who))
     sheets = plan.customer_sheets(carrier).select(pl.all().gather(who))
     w_out, w_in = plan.wholesale_sheet(carrier, "outbound"), plan.wholesale_sheet(carrier, "inbound")

@@ -152,6 +152,13 @@ def test_a_cli_counts_only_between_its_effective_dates():
     assert [r["status"] for r in results] == ["unmatched", "rated", "unmatched"]
 
 
+def test_cli_dates_are_the_operators_dates_not_utc():
+    # 00:30 BST on 1 Oct is 23:30 UTC on 30 Sep: the CLI, effective from 1 Oct, already counts
+    p = plan(sheet(), clis=(("ACME", {"text": "+441632960001", "effective_from": date(2026, 10, 1)}),))
+    early = datetime(2026, 9, 30, 23, 30, tzinfo=UTC)
+    assert rate_one(p, call(early, 60))["status"] == "rated"
+
+
 def test_inbound_calls_match_the_dialled_ddi_and_use_the_inbound_sheet():
     p = plan(sheet(peak="0.50"), inbound="code,destination,peak\n44800,Freephone inbound,0.02\n",
              clis=(("ACME", "+448001234567"),))

@@ -1,13 +1,16 @@
 """The billing files in one mail message (pure: bytes in, files out; no network, no database).
 
 Attachments are taken as files; zip and gzip attachments are opened (also nested, a few levels),
-forwarded messages (message/rfc822) are walked like the message itself. Images, parts referenced
+forwarded messages (message/rfc822 parts, and ``.eml`` attachments as some mail programs forward
+them) are walked like the message itself. Images, parts referenced
 by Content-ID (inline graphics), S/MIME and PGP signatures and vCards are *ignored*, and say so:
 they are never billing files. The body (text without a file name) is neither.
 
 Limits protect the gateway: at most ``max_files`` files and ``max_unpacked`` bytes once
 unpacked; past either, the whole message is refused with the reason (a zip bomb stops as soon as
-its output passes the limit, whatever its headers claim).
+its output passes the limit, whatever its headers claim). Unpacking reads in chunks; with
+``keep=False`` (the check the gateway makes before answering 250) the files' bytes are counted
+and dropped, so checking a message costs little memory however far it unpacks.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
+from typing import BinaryIO
 
 from cdrflow.errors import InputError
 
 MAX_DEPTH = 4  # archives in archives, messages in messages
+CHUNK = 1 << 20  # bytes read from an archive at a time
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".svg", ".ico", ".webp", ".tif", ".tiff", ".emz",
                     ".wmz"}
 SIGNATURE_EXTENSIONS = {".p7s", ".p7m", ".asc", ".sig", ".vcf"}
@@ -32,6 +37,7 @@ SIGNATURE_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature
                    "text/vcard", "text/x-vcard"}
 ZIP_TYPES = {"application/zip", "application/x-zip-compressed", "application/x-zip"}
 GZIP_TYPES = {"application/gzip", "application/x-gzip"}
+TNEF_TYPES = {"application/ms-tnef", "application/vnd.ms-tnef"}
 
 
 class MessageRefused(InputError):
@@ -55,13 +61,10 @@ class Limits:
 @dataclass(frozen=True)
 class FoundFile:
     name: str  # the file's own name (last path component as sent; not yet made safe)
-    data: bytes
+    data: bytes  # empty when extracted with keep=False
     position: str  # where in the message: "2", "2/gamma.csv" (zip member), "3.1" (forwarded): stable
     container: str | None  # the archive or forwarded message it came out of
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
+    size: int  # bytes
 
 
 @dataclass(frozen=True)
@@ -75,22 +78,29 @@ class Extraction:
     files: list[FoundFile] = field(default_factory=list)
     ignored: list[IgnoredPart] = field(default_factory=list)
     unpacked: int = 0  # bytes decompressed so far
+    keep: bool = True  # False: count the files' bytes, don't hold them
 
 
 def parse_message(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
 
 
-def extract(raw: bytes, limits: Limits) -> Extraction:
+def extract(raw: bytes, limits: Limits, keep: bool = True) -> Extraction:
     """Every billing file in the message and every part ignored; MessageRefused if over a limit or
-    an archive is damaged (then nothing from the message is taken)."""
-    found = Extraction()
+    an archive is damaged (then nothing from the message is taken). ``keep=False``: the same
+    answer, without the files' bytes."""
+    found = Extraction(keep=keep)
     _walk(parse_message(raw), "", found, limits, 0)
     return found
 
 
 def _ext(name: str) -> str:
     return posixpath.splitext(name.lower())[1]
+
+
+def _is_container(name: str) -> bool:
+    """Whether a file of this name is opened rather than taken (so its bytes are needed)."""
+    return _ext(name) in (".zip", ".gz", ".gzip", ".eml")
 
 
 def _walk(part: Message, position: str, found: Extraction, limits: Limits, depth: int) -> None:
@@ -123,30 +133,39 @@ def _leaf(part: Message, position: str, found: Extraction, limits: Limits, depth
     if ctype in SIGNATURE_TYPES or ext in SIGNATURE_EXTENSIONS:
         found.ignored.append(IgnoredPart(label, "signature or contact card: not a billing file"))
         return
+    if ctype in TNEF_TYPES or (name or "").lower() == "winmail.dat":
+        raise MessageRefused(554, "5.6.0", f"attachment {label} is Outlook's TNEF wrapping, whose files can't be read "
+                             "here: nothing from this message was taken; send the files as plain attachments")
     if name is None:
         if not ctype.startswith("text/"):
             found.ignored.append(IgnoredPart(label, "part without a file name: not taken as a billing file"))
         return  # text without a file name is the message body
     data = part.get_payload(decode=True) or b""
-    _file(name, data, ctype, position, None, found, limits, depth)
+    _file(name, data, len(data), ctype, position, None, found, limits, depth)
 
 
-def _file(name: str, data: bytes, ctype: str | None, position: str, container: str | None, found: Extraction,
-          limits: Limits, depth: int) -> None:
+def _file(name: str, data: bytes, size: int, ctype: str | None, position: str, container: str | None,
+          found: Extraction, limits: Limits, depth: int) -> None:
+    """One file as sent or unpacked (``size`` bytes; ``data`` may be empty when not kept)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     ext = _ext(base)
     if ext == ".zip" or ctype in ZIP_TYPES:
         _unzip(base, data, position, found, limits, depth)
+    elif ext == ".eml":
+        if depth >= MAX_DEPTH:
+            raise MessageRefused(554, "5.6.0", f"messages forwarded more than {MAX_DEPTH} deep: refused")
+        _walk(parse_message(data), position, found, limits, depth + 1)
     elif ext in (".gz", ".gzip") or ctype in GZIP_TYPES:
         inner = base[: -len(ext)] if ext in (".gz", ".gzip") else base
-        _file(inner, _gunzip(base, data, found, limits), None, position + "/" + inner, base, found, limits, depth + 1)
-    elif not data:
+        content, unpacked = _gunzip(base, data, found.keep or _is_container(inner), found, limits)
+        _file(inner, content, unpacked, None, position + "/" + inner, base, found, limits, depth + 1)
+    elif size == 0:
         found.ignored.append(IgnoredPart(base, "empty (0 bytes): no billing data"))
     else:
         if len(found.files) >= limits.max_files:
             raise MessageRefused(552, "5.3.4", f"more than {limits.max_files} billing files in one message: "
                                  "refused; send them in several messages")
-        found.files.append(FoundFile(base, data, position, container))
+        found.files.append(FoundFile(base, data if found.keep else b"", position, container, size))
 
 
 def _over(name: str, limits: Limits) -> MessageRefused:
@@ -172,28 +191,33 @@ def _unzip(name: str, data: bytes, position: str, found: Extraction, limits: Lim
                 continue
             if info.flag_bits & 0x1:
                 raise _damaged(name, f"{info.filename} is password-protected")
-            remaining = limits.max_unpacked - found.unpacked
-            if info.file_size > remaining:
+            if info.file_size > limits.max_unpacked - found.unpacked:
                 raise _over(name, limits)
             try:
                 with archive.open(info) as member:
-                    content = member.read(remaining + 1)
+                    content, size = _read(member, name, found.keep or _is_container(info.filename), found, limits)
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
                 raise _damaged(name, f"{info.filename}: {exc}") from exc
-            if len(content) > remaining:
-                raise _over(name, limits)
-            found.unpacked += len(content)
-            _file(info.filename, content, None, f"{position}/{info.filename}", name, found, limits, depth + 1)
+            _file(info.filename, content, size, None, f"{position}/{info.filename}", name, found, limits, depth + 1)
 
 
-def _gunzip(name: str, data: bytes, found: Extraction, limits: Limits) -> bytes:
-    remaining = limits.max_unpacked - found.unpacked
+def _gunzip(name: str, data: bytes, keep: bool, found: Extraction, limits: Limits) -> tuple[bytes, int]:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-            content = fh.read(remaining + 1)
+            return _read(fh, name, keep, found, limits)
     except (OSError, EOFError, zlib.error) as exc:
         raise _damaged(name, f"not a readable gzip file: {exc}") from exc
-    if len(content) > remaining:
-        raise _over(name, limits)
-    found.unpacked += len(content)
-    return content
+
+
+def _read(stream: BinaryIO, name: str, keep: bool, found: Extraction, limits: Limits) -> tuple[bytes, int]:
+    """Unpack ``stream`` in chunks, counting against the message's limit as it goes (a bomb stops at
+    the limit, whatever its headers said); the bytes (if kept) and how many there were."""
+    chunks, size = [], 0
+    while chunk := stream.read(CHUNK):
+        size += len(chunk)
+        found.unpacked += len(chunk)
+        if found.unpacked > limits.max_unpacked:
+            raise _over(name, limits)
+        if keep:
+            chunks.append(chunk)
+    return b"".join(chunks), size

@@ -35,6 +35,7 @@ from services.mailgate.plan import CarrierRule, plan_arrivals, sender_refusal
 log = get_logger(__name__)
 
 CARRIER_CACHE_SECONDS = 2.0
+MAX_RECIPIENTS = 10  # each file goes down each recipient's route: a cap on how far one message multiplies
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -42,9 +43,16 @@ def limits_of(settings: Settings) -> Limits:
 
 
 def load_carriers(runtime: Runtime) -> dict[str, CarrierRule]:
+    """Every carrier's mail rules, keyed by lower-cased code (mail addresses are case-insensitive)."""
     with runtime.database.transaction() as session:
-        return {code: CarrierRule(code, pattern, senders) for code, pattern, senders in session.execute(
-            select(Carrier.code, Carrier.file_name_pattern, Carrier.mail_senders))}
+        rows = session.execute(select(Carrier.code, Carrier.file_name_pattern, Carrier.mail_senders)).all()
+    rules = {}
+    for code, pattern, senders in rows:
+        rule = CarrierRule(code, pattern, senders)
+        if (problem := rule.pattern_problem()) is not None:
+            log.error("carrier_file_name_pattern_invalid", carrier=code, error=problem)
+        rules[code.lower()] = rule
+    return rules
 
 
 def parse_users(spec: str | None) -> dict[str, str]:
@@ -75,6 +83,8 @@ class Gateway:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return f"452 4.5.3 more than {MAX_RECIPIENTS} recipients: send the rest in another message"
         try:
             route = parse_address(address, self.settings.mail_domain)
         except UnknownAddress as exc:
@@ -107,15 +117,18 @@ class Gateway:
             log.info("mail_refused", sender=envelope.mail_from, reason=exc.reason)
             return exc.reply
         except CdrflowError as exc:
-            log.error("mail_spool_failed", error=str(exc))
+            log.error("mail_spool_failed", sender=envelope.mail_from, error=str(exc))
             return "451 4.3.0 can't store the message right now: try again later"
+        except Exception:  # a bug must not bounce the carrier's files for good: it retries later
+            log.exception("mail_spool_crashed", sender=envelope.mail_from)
+            return "451 4.3.0 the gateway failed to take the message: try again later"
         self.wake()
         return f"250 2.0.0 accepted as {message_id}: {files} billing file(s)"
 
     def _accept(self, raw: bytes, sender: str, recipients: list[str], carriers: dict[str, CarrierRule],
                 user: str | None) -> tuple[str, int]:
         routes = [parse_address(r, self.settings.mail_domain) for r in recipients]
-        found = extract(raw, limits_of(self.settings))
+        found = extract(raw, limits_of(self.settings), keep=False)  # only names and counts are needed here
         arrivals = plan_arrivals(routes, found, carriers, sender, authenticated=user is not None)
         stored = self.runtime.store.put_bytes(raw)
         message_id = str(uuid.uuid4())
@@ -138,6 +151,8 @@ def authenticator(users: dict[str, str]) -> Callable[..., AuthResult]:
         expected = users.get(login)
         ok = expected is not None and hmac.compare_digest(expected.encode(), auth_data.password)
         log.info("mail_auth", user=login, success=ok)
-        return AuthResult(success=ok, auth_data=login if ok else None)
+        if not ok:  # handled=False: aiosmtpd answers 535 (with handled=True the client would hang)
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=login)
 
     return check

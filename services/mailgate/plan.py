@@ -25,7 +25,18 @@ class CarrierRule:
     mail_senders: str | None
 
     def claims(self, file_name: str) -> bool:
-        return bool(self.file_name_pattern) and re.search(self.file_name_pattern, file_name, re.IGNORECASE) is not None
+        """Whether a file sent to cdrs@ with this name is this carrier's (an invalid pattern claims nothing)."""
+        if not self.file_name_pattern or self.pattern_problem() is not None:
+            return False
+        return re.search(self.file_name_pattern, file_name, re.IGNORECASE) is not None
+
+    def pattern_problem(self) -> str | None:
+        """Why the file-name pattern is not a usable regular expression, or None."""
+        try:
+            re.compile(self.file_name_pattern or "")
+        except re.error as exc:
+            return f"file-name pattern {self.file_name_pattern!r} is not a regular expression: {exc}"
+        return None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from cdrflow.events import Event, event_id
 from cdrflow.intake import file_arrived
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
-from services.mailgate.addresses import parse_address
+from services.mailgate.addresses import UnknownAddress, parse_address
 from services.mailgate.extract import MessageRefused, extract
 from services.mailgate.gateway import limits_of, load_carriers
 from services.mailgate.plan import plan_arrivals
@@ -34,6 +34,8 @@ def mailed_file_id(message_id: str, recipient: str, position: str) -> str:
 
 
 class MailWorker:
+    """Announces the files of pending messages (see the module doc for the order of steps)."""
+
     def __init__(self, runtime: Runtime, batch: int = 100) -> None:
         self.runtime = runtime
         self.batch = batch
@@ -64,15 +66,18 @@ class MailWorker:
     def _announce(self, message_id: str, fingerprint: str, sender: str, recipients: list[str],
                   carriers: dict, user: str | None) -> tuple[str, dict]:
         settings = self.runtime.settings
-        raw = self.runtime.store.read_bytes(fingerprint)
-        found = extract(raw, limits_of(settings))
-        ignored = [{"name": p.name, "reason": p.reason} for p in found.ignored]
+        raw = self.runtime.store.read_bytes(fingerprint)  # FileStoreError: the batch is retried
         try:
+            found = extract(raw, limits_of(settings))
             arrivals = plan_arrivals([parse_address(r, settings.mail_domain) for r in recipients], found, carriers,
                                      sender, authenticated=user is not None)
-        except MessageRefused as exc:  # carriers changed between 250 and now: the operator must act
-            log.error("mail_not_announced", message_id=message_id, reason=exc.reason)
-            return "failed", {"error": exc.reason, "ignored": ignored}
+        except (MessageRefused, UnknownAddress) as exc:
+            # Settings or carriers changed between the 250 and now (a carrier or its pattern removed,
+            # a limit lowered): the message stays in the store and an operator must act.
+            reason = exc.reason if isinstance(exc, MessageRefused) else str(exc)
+            log.error("mail_not_announced", message_id=message_id, reason=reason)
+            return "failed", {"error": reason}
+        ignored = [{"name": p.name, "reason": p.reason} for p in found.ignored]
         topic = topic_name(settings.namespace, Topic.FILE_ARRIVED)
         files = []
         for arrival in arrivals:

@@ -1,0 +1,88 @@
+"""``cdrflow mail …``: the mail gateway's operator commands. They act on the database directly,
+like ``cdrflow carriers`` (the gateway rereads carriers' rules within seconds, no restart)."""
+
+from __future__ import annotations
+
+import click
+import orjson
+
+from cdrflow.settings import Settings
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from cdrflow.db import Database
+
+    return Database(settings.effective_database_url)
+
+
+@click.group()
+def mail() -> None:
+    """The mail gateway: addresses, carriers' mail rules, accepted messages (see docs/mailgate.md)."""
+
+
+@mail.command("addresses")
+@click.pass_obj
+def mail_addresses(settings: Settings) -> None:
+    """The addresses carriers can send files to, and each carrier's mail rules."""
+    from services.mailgate.carriers import mail_rules
+
+    d = settings.mail_domain
+    click.echo(f"cdrs@{d}  (carrier found from the file name by the patterns below)")
+    with _database(settings).transaction() as session:
+        for rule in mail_rules(session):
+            c = rule.carrier.lower()
+            click.echo(f"{c}.cdrs@{d} {c}.daily@{d} {c}.monthly@{d} {c}.sdr@{d}")
+            click.echo(f"    pattern: {rule.file_name_pattern or '-'}   senders: {rule.mail_senders or 'anyone'}")
+
+
+@mail.command("rules")
+@click.argument("carrier")
+@click.option("--file-name-pattern", default=None,
+              help="regular expression (case-insensitive) that this carrier's file names match; '' clears it")
+@click.option("--senders", default=None,
+              help="addresses or @domains allowed to mail this carrier's files, space separated; '' allows anyone")
+@click.pass_obj
+def mail_rules_command(settings: Settings, carrier: str, file_name_pattern: str | None,
+                       senders: str | None) -> None:
+    """Set a carrier's file-name pattern (for cdrs@) and sender allow-list."""
+    from services.mailgate.carriers import UNCHANGED, set_mail_rules
+
+    with _database(settings).transaction() as session:
+        rules = set_mail_rules(session, carrier,
+                               UNCHANGED if file_name_pattern is None else file_name_pattern,
+                               UNCHANGED if senders is None else senders)
+    click.echo(f"carrier {rules.carrier}: pattern {rules.file_name_pattern or '-'}, "
+               f"senders {rules.mail_senders or 'anyone'}")
+
+
+@mail.command("messages")
+@click.option("--status", type=click.Choice(["pending", "processed", "failed"]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_obj
+def mail_messages(settings: Settings, status: str | None, limit: int) -> None:
+    """Messages the gateway accepted, newest first, with the files they became and parts ignored."""
+    from services.mailgate.carriers import recent_messages
+
+    with _database(settings).transaction() as session:
+        for m in recent_messages(session, status, limit):
+            outcome = orjson.loads(m.outcome) if m.outcome else {}
+            click.echo(f"{m.id}  {m.received_at:%Y-%m-%d %H:%M:%S}  {m.status:9} from {m.sender} to "
+                       f"{', '.join(orjson.loads(m.recipients))}")
+            for f in outcome.get("files", []):
+                click.echo(f"    file    {f['file_id']}  {f['carrier']} {f['kind']} {f['period']}  {f['name']}")
+            for p in outcome.get("ignored", []):
+                click.echo(f"    ignored {p['name']}: {p['reason']}")
+            if outcome.get("error"):
+                click.echo(f"    error   {outcome['error']}")
+
+
+@mail.command("retry")
+@click.argument("message_id")
+@click.pass_obj
+def mail_retry(settings: Settings, message_id: str) -> None:
+    """Announce a failed message's files again, once its carrier's rules are fixed."""
+    from services.mailgate.carriers import retry_message
+
+    with _database(settings).transaction() as session:
+        retry_message(session, message_id)
+    click.echo(f"mail message {message_id} queued again")

@@ -278,3 +278,8 @@ from cdrflow.cli_rating import clis, customers, rate, rates, recon, schedules, t
 
 for command in (tariffs, schedules, rates, customers, clis, recon, rate):
     main.add_command(command)
+
+from cdrflow.cli_formats import formats, parse  # noqa: E402  (commands of the Carrier formats issue)
+
+main.add_command(parse)
+main.add_command(formats)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -213,6 +214,34 @@ class CarrierTransaction(Base):
     amount: Mapped[Decimal | None] = mapped_column(Money)
     pro_rata: Mapped[bool] = mapped_column(Boolean)
     account_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class FormatDefinitionRecord(Base):
+    """A custom file format an operator defined (``cdrflow formats add``): its TOML text, as
+    written, checked when saved. ``version`` counts saves, so a change is visible."""
+
+    __tablename__ = "format_definitions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # cdr | sdr
+    description: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CarrierFormat(Base):
+    """Which format reads a carrier's CDR (or SDR) files, with the carrier's own options: the
+    zone its switch writes local times in, the share of bad rows that fails a file. Without a
+    row here a carrier's CDR files are read in ``Carrier.file_format``."""
+
+    __tablename__ = "carrier_formats"
+
+    carrier: Mapped[str] = mapped_column(ForeignKey("carriers.code"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # cdr | sdr
+    format: Mapped[str] = mapped_column(String(64))
+    zone: Mapped[str | None] = mapped_column(String(64))  # IANA name, e.g. Europe/London
+    max_reject_share: Mapped[float | None] = mapped_column(Float)  # 0..1; null: the format's own
 
 
 class Call(Base):

@@ -23,6 +23,7 @@ from cdrflow.filestore import StoredFile
 from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.formats_api import format_routes
 from services.admin.reference_api import reference_routes
 from services.invoicer.periods import month_period
 
@@ -214,6 +215,7 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/invoices/{number}", show_invoice, methods=["GET"]),
             Route("/invoices/{number}/calls.csv", invoice_calls, methods=["GET"]),
             *reference_routes(runtime),
+            *format_routes(runtime),
         ],
         exception_handlers={HTTPException: on_http_error, CdrflowError: on_cdrflow_error},
     )

@@ -26,6 +26,8 @@ UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "cs": 10_000, "min": 60_000_000}
 
 def reason(values: pl.Series, bad: pl.Series, label: str, problem: str) -> pl.Series:
     """``<label> '<value>' <problem>`` where ``bad``, else null."""
+    if not bad.any():  # the usual case: skip building a column of nulls by expression
+        return no_reason(len(values))
     frame = pl.DataFrame({"v": values, "b": bad})
     return frame.select(
         pl.when(pl.col("b")).then(pl.concat_str([pl.lit(f"{label} '"), pl.col("v").fill_null(""), pl.lit(f"' {problem}")]))
@@ -33,12 +35,15 @@ def reason(values: pl.Series, bad: pl.Series, label: str, problem: str) -> pl.Se
 
 
 def no_reason(n: int) -> pl.Series:
-    return pl.Series([None] * n, dtype=pl.String) if n else pl.Series([], dtype=pl.String)
+    return pl.repeat(None, n, dtype=pl.String, eager=True)
 
 
 def first_reason(reasons: list[pl.Series], n: int) -> pl.Series:
+    reasons = [r for r in reasons if r.null_count() < r.len()]
     if not reasons:
         return no_reason(n)
+    if len(reasons) == 1:
+        return reasons[0]
     return pl.DataFrame({str(i): r for i, r in enumerate(reasons)}).select(pl.coalesce(pl.all())).to_series()
 
 
@@ -61,7 +66,7 @@ def read_times(s: pl.Series, spec: FieldSpec, zone: ZoneInfo) -> tuple[pl.Series
     n = len(s)
     out = pl.Series([None] * n, dtype=UTC_DT)
     pending = s.is_not_null() & (s != "")
-    gap = pl.Series([False] * n)
+    gap = pl.Series([False] * n, dtype=pl.Boolean)
     for fmt in _expand(spec.formats):
         if not pending.any():
             break
@@ -157,7 +162,7 @@ def read_seconds(s: pl.Series, spec: FieldSpec) -> tuple[pl.Series, pl.Series]:
         scale = UNIT_MICROS[spec.unit]
         micros = whole * scale + _frac_micros(frac, 6) * scale // 1_000_000
         value = (micros + 999_999) // 1_000_000
-        bad_int = pl.Series([False] * len(s))
+        bad_int = pl.Series([False] * len(s), dtype=pl.Boolean)
     present = s.is_not_null() & (s != "")
     noun = {"s": "seconds", "ms": "milliseconds", "cs": "hundredths of a second", "min": "minutes"}[spec.unit]
     why = first_reason([
@@ -175,8 +180,34 @@ def read_count(s: pl.Series, spec: FieldSpec) -> tuple[pl.Series, pl.Series]:
     return value.cast(pl.Int64), reason(s, bad, spec.label(), "is not a whole number")
 
 
+PLAIN_AMOUNT = r"^\d{1,12}(?:\.\d{0,6})?$"
+"""The usual amount: no sign, no currency, at most 12 digits and 6 decimal places."""
+
+
 def read_money(s: pl.Series, spec: FieldSpec) -> tuple[pl.Series, pl.Series]:
-    """Exact micros from a decimal string: sign, up to 12 integer digits, up to 6 significant decimals."""
+    """Exact micros from a decimal string: sign, up to 12 integer digits, up to 6 significant decimals.
+
+    Plain amounts (most of them) go through polars' decimal reader, which is exact (a 38-digit
+    integer underneath, no float); every other value is read by ``_read_money_exactly``,
+    which knows what is wrong with it."""
+    n = len(s)
+    present = s.is_not_null() & (s != "")
+    plain = s.str.contains(PLAIN_AMOUNT).fill_null(False)
+    kept = pl.select(pl.when(plain).then(s).otherwise(None)).to_series()
+    value = (kept.str.to_decimal(scale=6) * 1_000_000).cast(pl.Int64)
+    why = no_reason(n)
+    other = present & ~plain
+    if other.any():
+        idx = other.arg_true()
+        exact, reasons = _read_money_exactly(s.gather(idx), spec)
+        value, why = value.scatter(idx, exact), why.scatter(idx, reasons)
+    if spec.required and not present.all():
+        empty = pl.select(pl.when(~present).then(pl.lit(f"{spec.label()} is empty")).otherwise(pl.lit(None, pl.String)))
+        why = first_reason([why, empty.to_series()], n)
+    return value, why
+
+
+def _read_money_exactly(s: pl.Series, spec: FieldSpec) -> tuple[pl.Series, pl.Series]:
     label = spec.label()
     cleaned = s.str.replace(r"^([+-]?)[£$€]", "$1")  # a currency sign in front is tolerated
     parts = _decimal_parts(cleaned)

@@ -68,6 +68,8 @@ class FieldSpec:
     map: Mapping[str, str] = field(default_factory=dict)
     between: tuple[str, str] | None = None  # duration = seconds between two time fields
     from_duration: bool = False  # answered = duration > 0
+    after: str | None = None  # period_end = this date field plus ``months`` (e.g. a rental's month)
+    months: int = 1
     negative: bool = False  # money may be negative (credits, pro-rata refunds)
     default: str | None = None
     strip: str = ""  # characters stripped from both ends, beyond whitespace (e.g. "'" or "=")
@@ -160,6 +162,8 @@ def definition_from_dict(doc: Mapping[str, Any], *, source: str = "", origin: st
         missing.append("duration")
     if missing:
         raise fail(f"a {kind} format needs fields {', '.join(missing)}")
+    if "period_end" in fields and fields["period_end"].after and "period_start" not in fields:
+        raise fail("'fields.period_end.after' needs a period_start field")
     for fname, spec in fields.items():
         if spec.between:
             for other in spec.between:
@@ -172,6 +176,8 @@ def definition_from_dict(doc: Mapping[str, Any], *, source: str = "", origin: st
         if not isinstance(col, (str, int)) or not isinstance(values, list) or not values:
             raise fail("'rows' needs 'column' and a non-empty list 'values'")
         rows = RowFilter(_column(col, header, "rows.column", fail), tuple(str(v) for v in values))
+    if doc.get("zone") is not None:
+        _check_zone(doc["zone"], "zone", fail)
     share = doc.get("max_reject_share", 0.5)
     if not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise fail("'max_reject_share' must be a number from 0 to 1")
@@ -202,7 +208,7 @@ def _column(ref: Any, header: bool, where: str, fail) -> str | int:  # type: ign
 
 def _field(fname: str, spec: Any, header: bool, fail) -> FieldSpec:  # type: ignore[no-untyped-def]
     keys = {"column", "columns", "format", "formats", "zone", "optional", "required", "unit", "values",
-            "false_values", "map", "between", "from", "negative", "default", "strip"}
+            "false_values", "map", "between", "from", "negative", "default", "strip", "after", "months"}
     _only(spec, keys, f"fields.{fname}.", fail)
     kind = KIND_OF[fname]
     cols = spec.get("columns", [spec["column"]] if "column" in spec else [])
@@ -216,7 +222,11 @@ def _field(fname: str, spec: Any, header: bool, fail) -> FieldSpec:  # type: ign
     from_ = spec.get("from")
     if from_ is not None and (fname != "answered" or from_ != "duration"):
         raise fail(f"'fields.{fname}.from' only works as answered.from = \"duration\"")
-    if not columns and between is None and from_ is None and "default" not in spec:
+    after, months = spec.get("after"), spec.get("months", 1)
+    if after is not None and (fname != "period_end" or after != "period_start"
+                              or isinstance(months, bool) or not isinstance(months, int) or months < 1):
+        raise fail(f"'fields.{fname}.after' only works as period_end = {{ after = \"period_start\", months = N }}")
+    if not columns and between is None and from_ is None and after is None and "default" not in spec:
         raise fail(f"'fields.{fname}' needs a column (or 'default'{', between' if kind == SECONDS else ''})")
     unit = spec.get("unit", "s")
     if unit not in ("s", "ms", "cs", "min"):
@@ -233,14 +243,19 @@ def _field(fname: str, spec: Any, header: bool, fail) -> FieldSpec:  # type: ign
         required=bool(spec.get("required", fname in ("cli", "dialled", "reference"))), unit=unit,
         values=tuple(str(v).lower() for v in spec.get("values", ())),
         false_values=tuple(str(v).lower() for v in spec.get("false_values", ())), map=mapping,
-        between=tuple(between) if between else None, from_duration=from_ == "duration",
+        between=tuple(between) if between else None, from_duration=from_ == "duration", after=after, months=months,
         negative=bool(spec.get("negative", False)), default=spec.get("default"), strip=str(spec.get("strip", "")))
 
 
-def _check_zone(zone: str, where: str, fail) -> None:  # type: ignore[no-untyped-def]
+def _check_zone(zone: Any, where: str, fail) -> None:  # type: ignore[no-untyped-def]
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise fail(f"'{where}' is not a known time zone: {zone!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise fail(f"'{where}' is not a known time zone: {zone!r} (use an IANA name such as Europe/London)") from exc
+
+
+def check_zone_name(zone: str, where: str) -> None:
+    """A carrier's or a definition's zone must be an IANA name this machine knows."""
+    _check_zone(zone, where, FormatDefinitionError)

@@ -13,7 +13,9 @@ the end of the file), so a file in the wrong format fails before anything of it 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,12 +29,14 @@ from services.parser.definition import (
     CHOICE, COUNT, DATE, FLAG, MONEY, SECONDS, TEXT, TIME, FieldSpec, FormatDefinition, normalise_name,
 )
 from services.parser.records import RejectedRow
-from services.parser.source import TextSource, members
+from services.parser.source import Block, TextSource, members
 from services.parser.tokenise import RAW, ROW, WIDTH, field_name, tokenise
 from services.parser.transactions import TRANSACTION_SCHEMA, conform_transactions
 
 JUDGE_AFTER = 100
 """Rows seen before the reject share can fail a file early (small files are judged at their end)."""
+WORKERS = 2
+"""Blocks read at once (this machine has two cores; more only adds memory)."""
 NUMBER_RE = r"^[0-9A-Za-z+*#@:._()\-/ ]+$"
 """What a telephone number (or SIP user, or 'Anonymous') may contain; anything else is garbage."""
 
@@ -119,14 +123,30 @@ class Engine:
             if layout is None:
                 line = source.next_line
                 continue
+            for batch in self._parsed_blocks(source, layout, batch_rows):
+                yield from _split(batch, batch_rows)
+            line = source.next_line
+
+    def _parsed_blocks(self, source: TextSource, layout: _Layout, batch_rows: int) -> Iterator[ParsedBatch]:
+        """Each block split and read on a worker thread (polars works without the GIL, so two
+        blocks are read at once on two cores), handed out in line order. At most ``WORKERS``
+        blocks are in flight, so memory stays flat."""
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cdrflow-parse") as pool:
+            in_flight: deque[Future[ParsedBatch | None]] = deque()
             for block in source.blocks():
-                frame = tokenise(block, self.definition.dialect, layout.width, layout.keep)
                 if block.lines:  # aim the next block at about batch_rows lines
                     per_line = max(1, len(block.data) // block.lines)
                     source.block_bytes = max(64 * 1024, min(per_line * batch_rows, 64 * 1024**2))
-                if frame.height:
-                    yield from _split(self._convert(frame, layout), batch_rows)
-            line = source.next_line
+                in_flight.append(pool.submit(self._parse_block, block, layout))
+                if len(in_flight) >= WORKERS and (done := in_flight.popleft().result()) is not None:
+                    yield done
+            while in_flight:
+                if (done := in_flight.popleft().result()) is not None:
+                    yield done
+
+    def _parse_block(self, block: Block, layout: _Layout) -> ParsedBatch | None:
+        frame = tokenise(block, self.definition.dialect, layout.width, layout.keep, layout.widths)
+        return self._convert(frame, layout) if frame.height else None
 
     # --- header and columns ------------------------------------------------------------
 
@@ -207,7 +227,7 @@ class Engine:
         n = frame.height
         specs = self.definition.fields
         for name, spec in specs.items():
-            if spec.between or spec.from_duration:
+            if spec.between or spec.from_duration or spec.after:
                 continue  # derived below, once the fields they derive from are read
             s = self._text(frame, spec, layout)
             value, why = self._read(s, spec)
@@ -217,6 +237,9 @@ class Engine:
             if spec.between:
                 values[name], why = _seconds_between(values[spec.between[0]], values[spec.between[1]], spec)
                 reasons.append(why)
+        for name, spec in specs.items():
+            if spec.after:  # the end of a period given as its first day (exclusive, so the next month's)
+                values[name] = values[spec.after].dt.offset_by(f"{spec.months}mo")
         for name, spec in specs.items():
             if spec.from_duration:
                 values[name] = (values["duration"].fill_null(0) > 0)

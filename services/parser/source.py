@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from cdrflow.errors import BadFileError
@@ -40,10 +40,10 @@ class Block:
 
     first_line: int
     data: bytes
+    lines: int = field(init=False)  # counted once: a block is megabytes, and callers ask often
 
-    @property
-    def lines(self) -> int:
-        return self.data.count(b"\n")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", self.data.count(b"\n"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +158,10 @@ class TextSource:
             if not chunk:
                 self._eof = True
                 if self._pending and not self._pending.endswith((b"\n", b"\r")):
-                    self._pending += b"\n"
+                    # end the last line the way the others end: an LF in a file of lone CRs would
+                    # make its CRs look like text
+                    old_mac = b"\r" in self._pending and b"\n" not in self._pending
+                    self._pending += b"\r" if old_mac else b"\n"
                 break
             if not self._started:
                 self._started = True
@@ -206,12 +209,21 @@ class TextSource:
 
 
 def _line_end(data: bytes, *, first: bool) -> int:
-    """Index of the first (or last) line end; a lone CR counts only in files without LF."""
-    find = data.find if first else data.rfind
-    cut = find(b"\n")
+    """Index of the last byte of the first (or last) line end: LF, CRLF or a lone CR (the
+    first line may end in any of them; blocks are cut at the last LF when there is one,
+    and their lone CRs become line ends on the way, see ``_lf``)."""
+    if first:
+        ends = [c for c in (data.find(b"\n"), data.find(b"\r")) if c >= 0]
+        cut = min(ends, default=-1)
+        if cut < 0 or data[cut] == 0x0A:
+            return cut
+        if cut == len(data) - 1:
+            return -1  # a CR at the very end may be half of a CRLF
+        return cut + 1 if data[cut + 1] == 0x0A else cut
+    cut = data.rfind(b"\n")
     if cut >= 0 or b"\r" not in data:
         return cut
-    cut = find(b"\r")
+    cut = data.rfind(b"\r")
     return cut if cut < len(data) - 1 else -1  # a CR at the very end may be half of a CRLF
 
 
@@ -234,6 +246,8 @@ def _decode(raw: bytes) -> str:
 
 def _to_utf8(data: bytes) -> bytes:
     """UTF-8 as is; otherwise each line that is not UTF-8 is decoded as cp1252 and re-encoded."""
+    if data.isascii():  # most carrier files: ten times quicker to check than decoding
+        return data
     try:
         data.decode("utf-8")
         return data

@@ -6,8 +6,9 @@ two only line up when every record is one line; when they don't (a quoted field 
 line break, a backslash-escaped delimiter), the block goes through Python's csv module
 instead, which is slower but exact about where each record starts.
 
-Column count per line: the number of delimiters plus one, less those inside quoted fields
-(found by a regular expression, only on the lines that have any).
+Column count per line: the number of delimiters plus one, less those inside quoted fields.
+In a block with quotes, a line of simple fields in an accepted width is recognised whole by
+one regular expression; only the others are counted, minding quotes (see ``_widths``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cdrflow.errors import BadFileError
 from services.parser.source import Block
 
 ROW, RAW, WIDTH = "__row", "__raw", "__width"
@@ -36,25 +38,28 @@ class Dialect:
                           escapechar=self.escape, strict=False)
 
     def split_line(self, line: str) -> list[str]:
-        return next(self.reader([line]), [])
+        try:
+            return next(self.reader([line]), [])
+        except csv.Error as exc:
+            raise BadFileError(f"line can't be split into fields ({exc})") from exc
 
 
 def field_name(index: int) -> str:
     return f"f{index}"
 
 
-def tokenise(block: Block, dialect: Dialect, width: int, keep: list[int]) -> pl.DataFrame:
+def tokenise(block: Block, dialect: Dialect, width: int, keep: list[int], widths: tuple[int, ...] = ()) -> pl.DataFrame:
     """Columns ``__row`` (file line), ``__raw`` (the line), ``__width`` (fields found) and
     ``f<i>`` for each 0-based column index in ``keep`` (null where the line is too short).
     Blank lines are dropped: they are neither calls nor rejections."""
     if dialect.escape is None:
-        frame = _fast(block, dialect, width, keep)
+        frame = _fast(block, dialect, width, keep, widths)
         if frame is not None:
             return frame
     return _exact(block, dialect, keep)
 
 
-def _fast(block: Block, dialect: Dialect, width: int, keep: list[int]) -> pl.DataFrame | None:
+def _fast(block: Block, dialect: Dialect, width: int, keep: list[int], widths: tuple[int, ...]) -> pl.DataFrame | None:
     n = block.lines
     if n == 0:
         return _empty(keep)
@@ -70,27 +75,74 @@ def _fast(block: Block, dialect: Dialect, width: int, keep: list[int]) -> pl.Dat
     if lines.height != n or fields.height != n:
         return None  # a record spans lines: let the csv module find where each one starts
     raw = lines.get_column(RAW)
-    counted = raw.str.count_matches(dialect.delimiter, literal=True).cast(pl.Int32) + 1
+    quoted = dialect.quote is not None and dialect.quote.encode() in block.data
     frame = pl.DataFrame({ROW: pl.int_range(block.first_line, block.first_line + n, dtype=pl.Int64, eager=True),
-                          RAW: raw, WIDTH: counted})
+                          RAW: raw, WIDTH: _widths(raw, dialect, widths, quoted=quoted)})
     frame = pl.concat([frame, fields.select([field_name(i) for i in keep])], how="horizontal")
     frame = frame.filter(raw.str.strip_chars().str.len_bytes() > 0)
-    if dialect.quote and dialect.quote.encode() in block.data:
-        frame = frame.with_columns(_quoted_width(frame.get_column(RAW), dialect).alias(WIDTH))
     return _blank_missing(frame, keep)
 
 
-def _quoted_width(raw: pl.Series, dialect: Dialect) -> pl.Series:
-    """Field counts where a quoted field may hold the delimiter: only lines with a delimiter
-    after an odd number of quotes (inside a quoted field) are re-counted, with the quoted
-    parts removed first ("a""b" is two adjacent quoted parts, so doubled quotes work too)."""
+def _widths(raw: pl.Series, dialect: Dialect, widths: tuple[int, ...], *, quoted: bool) -> pl.Series:
+    """Fields per line. Without a quote in the block: delimiters + 1. With quotes, a line of
+    simple fields (quoted or not, none holding a quote or a delimiter) in one of the accepted
+    widths is matched whole by one regular expression per width, which is cheaper than
+    counting; only the other lines are counted, minding quotes (``_quoted_width``)."""
+    d = dialect.delimiter
+    if not quoted:
+        return raw.str.count_matches(d, literal=True).cast(pl.Int32) + 1
+    out = pl.repeat(None, len(raw), dtype=pl.Int32, eager=True)
+    for w in widths:
+        if w > MAX_SHAPED_WIDTH:
+            continue
+        idx = out.is_null().arg_true()
+        if idx.len() == 0:
+            break
+        hit = raw.gather(idx).str.contains(_shape(dialect, w))
+        if hit.any():
+            out = out.scatter(idx.filter(hit), w)
+    rest = out.is_null().arg_true()
+    if rest.len():
+        lines = raw.gather(rest)
+        delimiters = lines.str.count_matches(d, literal=True).cast(pl.Int32)
+        out = out.scatter(rest, _quoted_width(lines, delimiters, dialect))
+    return out
+
+
+MAX_SHAPED_WIDTH = 200
+"""Wider lines are always counted (a regular expression per width grows with it)."""
+
+
+def _shape(dialect: Dialect, width: int) -> str:
     q, d = re.escape(dialect.quote or '"'), re.escape(dialect.delimiter)
-    inside = raw.str.contains(f"^(?:[^{q}]*{q}[^{q}]*{q})*[^{q}]*{q}[^{q}]*{d}")
-    counted = raw.str.count_matches(dialect.delimiter, literal=True).cast(pl.Int32) + 1
+    simple = f"(?:{q}[^{q}{d}]*{q}|[^{q}{d}]*)"
+    return f"^{simple}(?:{d}{simple}){{{width - 1}}}$"
+
+
+def _quoted_width(raw: pl.Series, delimiters: pl.Series, dialect: Dialect) -> pl.Series:
+    """Field counts where a quoted field may hold the delimiter.
+
+    Most quoted lines are quoted throughout (``"a","b",""``): when every delimiter sits
+    between two quotes and the line has exactly two quotes per field, no field can hold a
+    delimiter or a quote, so the plain count is exact (three literal counts: cheap). Other
+    lines with a quote are checked by a regular expression for a delimiter after an odd
+    number of quotes (inside a quoted field), and only those are re-counted with the quoted
+    parts removed ("a""b" is two adjacent quoted parts, so doubled quotes work too)."""
+    q, d = dialect.quote or '"', dialect.delimiter
+    plain = ((raw.str.count_matches(f"{q}{d}{q}", literal=True) == delimiters)
+             & (raw.str.count_matches(q, literal=True) == 2 * (delimiters + 1))
+             & raw.str.starts_with(q) & raw.str.ends_with(q)) | ~raw.str.contains(q, literal=True)
+    counted = delimiters + 1
+    if plain.all():
+        return counted
+    idx = (~plain).arg_true()
+    qe, de = re.escape(q), re.escape(d)
+    maybe = raw.gather(idx)
+    inside = maybe.str.contains(f"^(?:[^{qe}]*{qe}[^{qe}]*{qe})*[^{qe}]*{qe}[^{qe}]*{de}")
     if not inside.any():
         return counted
-    idx = inside.arg_true()
-    exact = raw.gather(idx).str.replace_all(f"{q}[^{q}]*{q}", "").str.count_matches(dialect.delimiter, literal=True)
+    idx, maybe = idx.filter(inside), maybe.filter(inside)
+    exact = maybe.str.replace_all(f"{qe}[^{qe}]*{qe}", "").str.count_matches(d, literal=True)
     return counted.scatter(idx, (exact + 1).cast(pl.Int32))
 
 
@@ -109,7 +161,7 @@ def _exact(block: Block, dialect: Dialect, keep: list[int]) -> pl.DataFrame:
     widths: list[int] = []
     columns: list[list[str | None]] = [[] for _ in keep]
     seen = 0
-    for fields in reader:
+    for fields in _guarded(reader, block.first_line):
         first, seen = seen, reader.line_num
         raw = "\n".join(physical[first:seen])
         if not fields or not raw.strip():
@@ -123,6 +175,14 @@ def _exact(block: Block, dialect: Dialect, keep: list[int]) -> pl.DataFrame:
                                WIDTH: pl.Series(widths, dtype=pl.Int32)}
     data |= {field_name(i): pl.Series(col, dtype=pl.String) for i, col in zip(keep, columns, strict=True)}
     return pl.DataFrame(data)
+
+
+def _guarded(reader, first_line: int):  # type: ignore[no-untyped-def]
+    """The csv reader's records; its errors (e.g. a field over its size limit) become BadFileError."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise BadFileError(f"line {first_line + reader.line_num - 1}: can't be split into fields ({exc})") from exc
 
 
 def _empty(keep: list[int]) -> pl.DataFrame:

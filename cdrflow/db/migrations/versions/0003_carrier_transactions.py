@@ -1,4 +1,5 @@
-"""carrier formats: carrier transactions from SDR (fixed-fee) files
+"""carrier formats: carrier transactions from SDR (fixed-fee) files; custom format definitions;
+each carrier's format and options per kind of file
 
 Revision ID: 0003
 Revises: 0002
@@ -34,7 +35,27 @@ def upgrade() -> None:
     )
     op.create_index("ix_carrier_transactions_file_id", "carrier_transactions", ["file_id"])
 
+    op.create_table(
+        "format_definitions",
+        sa.Column("name", sa.String(length=64), primary_key=True),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("source", sa.Text(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "carrier_formats",
+        sa.Column("carrier", sa.String(length=64), sa.ForeignKey("carriers.code"), primary_key=True),
+        sa.Column("kind", sa.String(length=8), primary_key=True),
+        sa.Column("format", sa.String(length=64), nullable=False),
+        sa.Column("zone", sa.String(length=64), nullable=True),
+        sa.Column("max_reject_share", sa.Float(), nullable=True),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("carrier_formats")
+    op.drop_table("format_definitions")
     op.drop_index("ix_carrier_transactions_file_id", table_name="carrier_transactions")
     op.drop_table("carrier_transactions")

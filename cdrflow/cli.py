@@ -196,43 +196,6 @@ def bill(ctx: click.Context, customer: str, period: str) -> None:
     click.echo(f"billing run {reply['run_id']} closed for {customer} {reply['period']}")
 
 
-@main.group(invoke_without_command=True)
-@click.option("--status", default=None, help="only files with this status")
-@click.pass_context
-def files(ctx: click.Context, status: str | None) -> None:
-    """List files (or: files show|release|discard FILE_ID)."""
-    if ctx.invoked_subcommand is None:
-        for f in _admin(ctx).files(status):
-            click.echo(f"{f['file_id']}  {f['status']:9} {f['carrier']:10} {f['original_name']}"
-                       f"  {f['status_reason'] or ''}")
-
-
-@files.command("show")
-@click.argument("file_id")
-@click.pass_context
-def files_show(ctx: click.Context, file_id: str) -> None:
-    for key, value in _admin(ctx).file(file_id).items():
-        click.echo(f"{key:14} {value}")
-
-
-@files.command("release")
-@click.argument("file_id")
-@click.pass_context
-def files_release(ctx: click.Context, file_id: str) -> None:
-    """A held Potential Duplicate goes on to be parsed and billed."""
-    _admin(ctx).file_command(file_id, "release")
-    click.echo(f"release of {file_id} requested")
-
-
-@files.command("discard")
-@click.argument("file_id")
-@click.pass_context
-def files_discard(ctx: click.Context, file_id: str) -> None:
-    """A held Potential Duplicate is kept but never billed."""
-    _admin(ctx).file_command(file_id, "discard")
-    click.echo(f"discard of {file_id} requested")
-
-
 @main.command()
 @click.option("--customer", default=None)
 @click.pass_context
@@ -264,6 +227,25 @@ def carriers_add(settings: Settings, code: str, name: str, file_format: str) -> 
         add_carrier(session, code, name, file_format)
     click.echo(f"carrier {code} saved")
 
+
+@carriers.command("rules")
+@click.argument("code")
+@click.option("--hold-same-name/--no-hold-same-name", required=True,
+              help="hold a file that reuses an earlier file name of this carrier, even with new content")
+@click.pass_obj
+def carriers_rules(settings: Settings, code: str, hold_same_name: bool) -> None:
+    """Set a carrier's processing rules for duplicate files."""
+    from cdrflow.db import Database
+    from services.dedupe.rules import set_hold_same_name
+
+    with Database(settings.effective_database_url).transaction() as session:
+        set_hold_same_name(session, code, hold_same_name)
+    click.echo(f"carrier {code}: same-name rule {'on' if hold_same_name else 'off'}")
+
+
+from cdrflow.cli_files import files  # noqa: E402  (files: list, show, release, discard)
+
+main.add_command(files)
 
 from cdrflow.cli_sources import collect, sources  # noqa: E402  (commands of the Collection issue)
 

@@ -51,14 +51,19 @@ class AdminClient:
             return self._call("POST", "/files", data=fields,
                               files={"file": (path.name, fh, "application/octet-stream")})
 
-    def files(self, status: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/files", params={"status": status} if status else None)
+    def files(self, status: str | None = None, **filters: str | None) -> list[dict[str, Any]]:
+        """Files, filtered by any of status, carrier, kind, period, direction, channel, month (YYYY-MM)."""
+        params = {k: v for k, v in ({"status": status} | filters).items() if v}
+        return self._call("GET", "/files", params=params or None)
 
     def file(self, file_id: str) -> dict[str, Any]:
         return self._call("GET", f"/files/{file_id}")
 
-    def file_command(self, file_id: str, command: str) -> dict[str, Any]:
-        return self._call("POST", f"/files/{file_id}/{command}")
+    def file_command(self, file_id: str, command: str, reason: str | None = None,
+                     operator: str | None = None) -> dict[str, Any]:
+        """release or discard a held file, saying why; refused (AdminApiError) unless it is held."""
+        headers = {"x-operator": operator} if operator else None
+        return self._call("POST", f"/files/{file_id}/{command}", json={"reason": reason or ""}, headers=headers)
 
     def close_run(self, customer: str, period: str) -> dict[str, Any]:
         return self._call("POST", "/billing-runs", json={"customer": customer, "period": period})

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -44,6 +45,8 @@ class Carrier(Base):
     mailed to cdrs@ finds its carrier."""
     mail_senders: Mapped[str | None] = mapped_column(Text)
     """Who may mail this carrier's files: addresses or ``@domain``s separated by spaces; empty: anyone."""
+    hold_same_name: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Processing rule: hold a file that reuses an earlier file name of this carrier, even with new content."""
 
 
 class Tariff(Base):
@@ -141,8 +144,22 @@ class File(Base):
 
     __tablename__ = "files"
 
+    __table_args__ = (Index("ix_files_carrier_name", "carrier", "original_name"),)
+
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    """SHA-256 of the bytes as received: the file's address in the file store."""
+    content_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    """SHA-256 of the decompressed content: what duplicates are found by (a file plain or zipped is one)."""
+    hold_reason: Mapped[str | None] = mapped_column(String(16))
+    """Why a held file is held: ``duplicate`` (same content) or ``same name``."""
+    overlap_policy: Mapped[str] = mapped_column(String(8), default="skip", server_default="skip")
+    """What to do with the file's overlapping calls (already billed or pending from another file):
+    ``skip`` (set them aside, the default) or ``bill`` (an operator chose to bill them anyway)."""
+    overlapping_calls: Mapped[int | None] = mapped_column(Integer)
+    """Calls of this file that overlap calls of other files (or repeat its own rows); set when rated."""
+    overlaps: Mapped[str | None] = mapped_column(Text)
+    """The mark an operator sees: "overlaps N call(s) of file(s) X, Y" (set when the file is rated)."""
     carrier: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(8))  # cdr | sdr
     period: Mapped[str] = mapped_column(String(8))  # daily | monthly
@@ -180,6 +197,41 @@ class FileCandidate(Base):
 
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), primary_key=True)
     candidate_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), primary_key=True)
+
+
+class FingerprintClaim(Base):
+    """The first file with a content fingerprint. Every file tries to insert its claim; the
+    insert conflict is what tells a later copy it is a copy, even when two copies arrive at the
+    same moment through two gateways and are handled by two processes."""
+
+    __tablename__ = "fingerprint_claims"
+
+    content_fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+
+
+class FileNameClaim(Base):
+    """The first file of a carrier with a file name (for the carrier rule "same name")."""
+
+    __tablename__ = "file_name_claims"
+
+    carrier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    original_name: Mapped[str] = mapped_column(String(500), primary_key=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
+
+
+class FileDecision(Base):
+    """An operator's release or discard of a held file: who, when and why. One per file, so a
+    held file is decided once; a repeated command finds its decision here and changes nothing."""
+
+    __tablename__ = "file_decisions"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), primary_key=True)
+    command: Mapped[str] = mapped_column(String(16))  # release | discard
+    operator: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    command_id: Mapped[str] = mapped_column(String(36))
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class RejectedRow(Base):
@@ -278,6 +330,28 @@ class Call(Base):
     status: Mapped[str] = mapped_column(String(16))  # rated | unmatched | unrated
     reason: Mapped[str | None] = mapped_column(Text)
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    overlaps_file_id: Mapped[str | None] = mapped_column(String(36))
+    """For an overlapping call: the file whose call (same carrier, CLI, dialled, start, duration) came first."""
+    set_aside: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An overlapping call kept out of billing runs (its file's overlap policy is ``skip``)."""
+
+
+class CallUsageClaim(Base):
+    """The first call with a usage (carrier, CLI, dialled, start, duration): a later call with the
+    same usage overlaps it. The key leads with the call's start second, so the claims of one file
+    (written in time order) land side by side in the index; the primary key makes the check one
+    index probe per call, and lets the database, not a process, decide which of two concurrent
+    files came first."""
+
+    __tablename__ = "call_usage_claims"
+    __table_args__ = {"sqlite_with_rowid": False}  # clustered on the key: no second B-tree
+
+    usage_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """The call's start, whole seconds since 1970-01-01 UTC."""
+    usage_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """Signed 64-bit BLAKE2b of carrier, CLI, dialled, start (microseconds) and duration."""
+    file_id: Mapped[str] = mapped_column(String(36))
+    row: Mapped[int] = mapped_column(Integer)
 
 
 class Invoice(Base):

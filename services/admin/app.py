@@ -16,13 +16,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cdrflow.bus import Topic, topic_name
-from cdrflow.db.models import Customer, File, FileCandidate, Invoice
+from cdrflow.db.models import Customer, Invoice
 from cdrflow.errors import CdrflowError, InfrastructureError, InputError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.filestore import StoredFile
 from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.files_api import files_routes
 from services.admin.formats_api import format_routes
 from services.admin.reference_api import reference_routes
 from services.invoicer.periods import month_period
@@ -35,16 +36,6 @@ UPLOAD_FIELDS = ("carrier", "kind", "period", "direction")
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def file_view(file: File, candidates: list[File] | None = None) -> dict[str, Any]:
-    view = file.metadata_for_event() | {
-        "channel": file.channel, "received_at": file.received_at.isoformat(), "status": file.status,
-        "status_reason": file.status_reason, "rows": file.rows, "rejected": file.rejected, "calls": file.calls,
-    }
-    if candidates is not None:
-        view["candidates"] = [{"file_id": c.id, "original_name": c.original_name, "status": c.status} for c in candidates]
-    return view
 
 
 def invoice_view(invoice: Invoice) -> dict[str, Any]:
@@ -114,40 +105,6 @@ def create_app(runtime: Runtime) -> Starlette:
             stored = await run_in_threadpool(runtime.store.put_stream, part.file)
         return await announce_upload(stored, meta, name)
 
-    def list_files(request: Request) -> Response:
-        with runtime.database.transaction() as session:
-            stmt = select(File).order_by(File.received_at, File.id)
-            if status := request.query_params.get("status"):
-                stmt = stmt.where(File.status == status)
-            return JSONResponse([file_view(f) for f in session.scalars(stmt)])
-
-    def show_file(request: Request) -> Response:
-        with runtime.database.transaction() as session:
-            file = session.get(File, request.path_params["file_id"])
-            if file is None:
-                raise HTTPException(404, f"no file {request.path_params['file_id']}")
-            candidates = session.scalars(
-                select(File).join(FileCandidate, FileCandidate.candidate_file_id == File.id)
-                .where(FileCandidate.file_id == file.id)).all()
-            return JSONResponse(file_view(file, list(candidates)))
-
-    def file_command(request: Request) -> Response:
-        file_id, command = request.path_params["file_id"], request.path_params["command"]
-        if command not in ("release", "discard"):
-            raise HTTPException(404, f"no such file command {command!r}: use release or discard")
-        with runtime.database.transaction() as session:
-            file = session.get(File, file_id)
-            if file is None:
-                raise HTTPException(404, f"no file {file_id}")
-            if file.status != "held":
-                return _error(409, f"file {file_id} is {file.status}, not held: only held files can be {command}d")
-        command_id = str(uuid.uuid4())
-        event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=file_id, id=command_id,
-                      data={"command": command, "file_id": file_id,
-                            "operator": request.headers.get("x-operator", "operator")})
-        publish(Topic.ADMIN_COMMANDS, file_id, event)
-        return JSONResponse({"command_id": command_id, "command": command, "file_id": file_id}, status_code=202)
-
     async def close_run(request: Request) -> Response:
         body = await request.json()
         customer, label = body.get("customer"), body.get("period")
@@ -207,9 +164,7 @@ def create_app(runtime: Runtime) -> Starlette:
         routes=[
             Route("/health", health),
             Route("/files", upload, methods=["POST"]),
-            Route("/files", list_files, methods=["GET"]),
-            Route("/files/{file_id}", show_file, methods=["GET"]),
-            Route("/files/{file_id}/{command}", file_command, methods=["POST"]),
+            *files_routes(runtime, publish),
             Route("/billing-runs", close_run, methods=["POST"]),
             Route("/invoices", list_invoices, methods=["GET"]),
             Route("/invoices/{number}", show_invoice, methods=["GET"]),

@@ -1,5 +1,6 @@
-"""Invoicer service: call-rated → calls ledger (once per (file, row)); run-closed → invoice,
-published as invoice-issued through the transactional outbox."""
+"""Invoicer service: call-rated → calls ledger (once per (file, row), overlapping calls set aside);
+run-closed → invoice, published as invoice-issued through the transactional outbox;
+admin-commands → a file's choice to bill or skip its overlapping calls."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_to_outbox
-from cdrflow.db.models import Call, Charge, Customer, File, Invoice
+from cdrflow.db.models import Call, CallUsageClaim, Charge, Customer, File, Invoice
 from cdrflow.db.upsert import insert_new
 from cdrflow.errors import BadEventError
 from cdrflow.events import Event, EventType, event_id
@@ -20,9 +21,21 @@ from cdrflow.log import get_logger
 from cdrflow.money import format_money, to_money
 from cdrflow.runtime import Runtime
 from services.invoicer.invoice import CALL_CHARGES, InvoiceCall, call_charges_total, calls_csv
+from services.invoicer.overlap import (
+    OVERLAP_COMMANDS,
+    SKIP,
+    Owner,
+    UsageKey,
+    mark_overlaps,
+    overlap_summary,
+    usage_key,
+)
 from services.invoicer.periods import Period
 
 log = get_logger(__name__)
+
+CLAIM_STATEMENT_ROWS = 2000
+"""Claims per insert statement: 4 parameters a row stays under SQLite's 32,766 and PostgreSQL's 65,535."""
 
 
 class Invoicer:
@@ -45,10 +58,24 @@ class Invoicer:
             log.info("calls_rerated", file_id=d["file_id"], calls=len(rows), changed=changed,
                      reference_version=d.get("reference_version"))
         else:
+            overlapping = self._find_overlaps(session, d["file_id"], rows)
             inserted = insert_new(session, Call.__table__, rows, key=("file_id", "row"))
             log.info("calls_stored", file_id=d["file_id"], batch=d.get("batch"), inserted=inserted,
-                     repeated=len(rows) - inserted)
+                     repeated=len(rows) - inserted, overlapping=overlapping)
         return iter(())
+
+    @staticmethod
+    def _find_overlaps(session: Session, file_id: str, rows: list[dict]) -> int:
+        """Claim each call's usage key and learn, in the same statement, who holds it: a key held
+        by another (file, row) makes the call overlapping. The claim is the check, so of two files
+        stored at once by two invoicers, the database decides which one overlaps the other."""
+        keys = [usage_key(r["carrier"], r["cli"], r["dialled"], r["start"], r["duration"]) for r in rows]
+        firsts: dict[UsageKey, dict] = {}
+        for key, r in zip(keys, rows, strict=True):
+            firsts.setdefault(key, r)  # a usage repeated within the batch: its first row claims it
+        owners = claim_usage(session, [(*k, r["file_id"], r["row"]) for k, r in firsts.items()])
+        file = session.get(File, file_id)
+        return mark_overlaps(rows, keys, owners, file.overlap_policy if file is not None else SKIP)
 
     @staticmethod
     def _call_row(d: dict, c: dict) -> dict:
@@ -88,7 +115,32 @@ class Invoicer:
             raise BadEventError(f"call-rated summary names unknown file {d['file_id']}")
         stored = session.scalar(select(func.count()).select_from(Call).where(Call.file_id == file.id))
         file.calls, file.status, file.updated_at = stored, "rated", datetime.now(UTC)
-        log.info("file_rated", file_id=file.id, calls=stored, expected=d.get("records"))
+        counts = dict(session.execute(
+            select(Call.overlaps_file_id, func.count()).where(Call.file_id == file.id, Call.overlaps_file_id.is_not(None))
+            .group_by(Call.overlaps_file_id)).all())
+        names = dict(session.execute(select(File.id, File.original_name).where(File.id.in_(counts))).all()) if counts else {}
+        file.overlapping_calls = sum(counts.values())
+        file.overlaps = overlap_summary(counts, names) if counts else None
+        log.info("file_rated", file_id=file.id, calls=stored, expected=d.get("records"),
+                 overlapping=file.overlapping_calls, overlaps=file.overlaps)
+
+    def on_admin_command(self, event: Event, session: Session) -> Iterator[Outgoing]:
+        """bill-overlaps / skip-overlaps: the operator's choice for one file's overlapping calls.
+        Calls already invoiced stay as they are; the rest follow the choice. Repeats change nothing."""
+        event.require("command", "file_id")
+        policy = OVERLAP_COMMANDS.get(event.data["command"])
+        if policy is None:
+            return iter(())  # release and discard are the dedupe service's
+        file = session.get(File, event.data["file_id"])
+        if file is None:
+            raise BadEventError(f"admin command {event.data['command']} names unknown file {event.data['file_id']}")
+        file.overlap_policy, file.updated_at = policy, datetime.now(UTC)
+        changed = session.execute(
+            update(Call).where(Call.file_id == file.id, Call.overlaps_file_id.is_not(None), Call.invoice_id.is_(None))
+            .values(set_aside=policy == SKIP)).rowcount
+        log.info("overlap_policy_set", file_id=file.id, policy=policy, calls=changed,
+                 operator=event.data.get("operator"), reason=event.data.get("reason"))
+        return iter(())
 
     # --- billing runs ------------------------------------------------------------
 
@@ -110,7 +162,7 @@ class Invoicer:
         _, end_utc = period.utc_bounds(self.zone)
         # Every outstanding rated call up to the period's end: late calls of earlier periods too.
         outstanding = session.scalars(
-            select(Call).where(Call.customer == customer, Call.status == "rated",
+            select(Call).where(Call.customer == customer, Call.status == "rated", Call.set_aside.is_(False),
                                Call.invoice_id.is_(None), Call.start < end_utc)
             .order_by(Call.start, Call.file_id, Call.row)
         ).all()
@@ -143,6 +195,26 @@ class Invoicer:
                  calls=len(calls), total=format_money(total))
 
 
+def claim_usage(session: Session, claims: list[tuple[int, int, str, int]]) -> dict[UsageKey, Owner]:
+    """Claim usage keys (start second, hash, file_id, row; keys distinct) and return who holds each:
+    the new claim, or the earlier one it conflicted with. An upsert that rewrites nothing
+    (``file_id = file_id``) makes ``RETURNING`` give the holder of a conflicting key in the
+    same statement, one index probe per call. Multi-row statements go through the driver:
+    per-parameter processing would cost more than the probe itself."""
+    connection = session.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    owners: dict[UsageKey, Owner] = {}
+    for lo in range(0, len(claims), CLAIM_STATEMENT_ROWS):
+        part = claims[lo:lo + CLAIM_STATEMENT_ROWS]
+        values = ",".join([f"({mark},{mark},{mark},{mark})"] * len(part))
+        sql = (f'INSERT INTO call_usage_claims (usage_start, usage_hash, file_id, "row") VALUES {values} '
+               "ON CONFLICT (usage_start, usage_hash) DO UPDATE SET file_id = call_usage_claims.file_id "
+               'RETURNING usage_start, usage_hash, file_id, "row"')
+        owners.update(((s, h), Owner(f, r)) for s, h, f, r in
+                      connection.exec_driver_sql(sql, tuple(v for c in part for v in c)))
+    return owners
+
+
 def build_loop(runtime: Runtime) -> ServiceLoop:
     invoicer = Invoicer(runtime)
     relay = OutboxRelay(runtime.database, runtime.producer)
@@ -150,6 +222,7 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
     return ServiceLoop(
         service="invoicer", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
         producer=runtime.producer,
-        handlers={Topic.CALL_RATED: invoicer.on_call_rated, Topic.RUN_CLOSED: invoicer.on_run_closed},
+        handlers={Topic.CALL_RATED: invoicer.on_call_rated, Topic.RUN_CLOSED: invoicer.on_run_closed,
+                  Topic.ADMIN_COMMANDS: invoicer.on_admin_command},
         on_idle=relay.publish_pending,
     )

@@ -1,0 +1,120 @@
+"""``cdrflow files``: list and inspect files, release or discard held ones (over the admin API)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+import click
+
+
+def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from cdrflow.client import AdminClient
+
+    return AdminClient(ctx.obj.admin_url)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--carrier", default=None, help="only this carrier's files")
+@click.option("--kind", type=click.Choice(["cdr", "sdr"]), default=None)
+@click.option("--status", default=None, help="held, accepted, discarded, parsed, rated, failed")
+@click.option("--month", default=None, metavar="YYYY-MM",
+              help="billing period: files with calls (or fees) in that month; unparsed files by arrival")
+@click.option("--period", type=click.Choice(["daily", "monthly"]), default=None, help="daily or monthly files")
+@click.pass_context
+def files(ctx: click.Context, carrier: str | None, kind: str | None, status: str | None, month: str | None,
+          period: str | None) -> None:
+    """List files (or: files show|release|discard FILE_ID)."""
+    if ctx.invoked_subcommand is None:
+        for f in _admin(ctx).files(status, carrier=carrier, kind=kind, month=month, period=period):
+            click.echo(f"{f['file_id']}  {f['status']:9} {f['carrier']:10} {f['kind']} {f['period']:7} "
+                       f"{f['received_at'][:16]}  {f['original_name']}  {f['status_reason'] or ''}"
+                       + (f"  {f['overlaps']}" if f.get("overlaps") else ""))
+
+
+@files.command("show")
+@click.argument("file_id")
+@click.pass_context
+def files_show(ctx: click.Context, file_id: str) -> None:
+    """The file, its rejections, the files it may repeat and how it compares with each."""
+    view = _admin(ctx).file(file_id)
+    for key in ("file_id", "original_name", "carrier", "kind", "period", "direction", "channel", "received_at",
+                "size", "fingerprint", "content_fingerprint", "status", "status_reason", "rows", "rejected", "calls",
+                "overlaps", "overlap_policy"):
+        click.echo(f"{key:20} {'' if view.get(key) is None else view[key]}")
+    if decision := view.get("decision"):
+        click.echo(f"{'decision':20} {decision['command']} by {decision['operator']} at {decision['decided_at']}: "
+                   f"{decision['reason'] or '(no reason given)'}")
+    if view.get("rejections_total"):
+        click.echo(f"\nrejections ({view['rejections_total']}):")
+        for r in view["rejections"]:
+            click.echo(f"  line {r['row']}: {r['reason']}")
+    comparisons = {c["file_id"]: c for c in view.get("comparisons", [])}
+    if view.get("candidates"):
+        click.echo(f"\npotential duplicate of ({view.get('hold_reason') or 'duplicate'}):")
+    for c in view.get("candidates", []):
+        click.echo(f"  {c['file_id']}  {c['status']:9} {c['carrier']} via {c['channel']} at {c['received_at'][:19]}"
+                   f"  {c['original_name']}")
+        if comparison := comparisons.get(c["file_id"]):
+            _echo_comparison(comparison)
+
+
+def _echo_comparison(c: dict[str, Any]) -> None:
+    for side in ("this", "candidate"):
+        p = c[side]
+        text = p["error"] if "error" in p else (f"{p['rows']} rows ({p['rejected']} rejected), "
+                                                 f"{p['first'] or '-'} .. {p['last'] or '-'}")
+        click.echo(f"    {side:9} {text}")
+    diff = c.get("first_difference")
+    if diff is None:
+        click.echo("    content   identical")
+    elif "error" in diff:
+        click.echo(f"    content   can't be compared: {diff['error']}")
+    else:
+        click.echo(f"    first difference at line {diff['line']}:")
+        click.echo(f"      this:      {diff['this'] if diff['this'] is not None else '(file ended)'}")
+        click.echo(f"      candidate: {diff['candidate'] if diff['candidate'] is not None else '(file ended)'}")
+
+
+def _command(ctx: click.Context, file_id: str, command: str, reason: str, operator: str) -> None:
+    reply = _admin(ctx).file_command(file_id, command, reason=reason, operator=operator)
+    done = {"release": "released", "discard": "discarded", "bill-overlaps": "set to bill its overlapping calls",
+            "skip-overlaps": "set to skip its overlapping calls"}[command]
+    click.echo(f"{file_id} was {done} already" if reply.get("already") else f"{command} of {file_id} requested")
+
+
+_reason = click.option("--reason", required=True, help="why: recorded with who and when")
+_operator = click.option("--operator", envvar="CDRFLOW_OPERATOR", default=getpass.getuser, show_default="you",
+                         help="who decides (recorded)")
+
+
+@files.command("release")
+@click.argument("file_id")
+@_reason
+@_operator
+@click.pass_context
+def files_release(ctx: click.Context, file_id: str, reason: str, operator: str) -> None:
+    """A held file goes on to be parsed and billed as a new file."""
+    _command(ctx, file_id, "release", reason, operator)
+
+
+@files.command("discard")
+@click.argument("file_id")
+@_reason
+@_operator
+@click.pass_context
+def files_discard(ctx: click.Context, file_id: str, reason: str, operator: str) -> None:
+    """A held file is kept in the store but never billed."""
+    _command(ctx, file_id, "discard", reason, operator)
+
+
+@files.command("overlaps")
+@click.argument("file_id")
+@click.option("--bill/--skip", required=True,
+              help="bill the file's overlapping calls anyway, or set them aside again (the default)")
+@_reason
+@_operator
+@click.pass_context
+def files_overlaps(ctx: click.Context, file_id: str, bill: bool, reason: str, operator: str) -> None:
+    """Choose, for one file, what happens to its calls already billed or pending from other files."""
+    _command(ctx, file_id, "bill-overlaps" if bill else "skip-overlaps", reason, operator)

@@ -1,0 +1,191 @@
+"""The operator's view of files: list with filters, one file in detail with its rejections and
+the files it may repeat (compared side by side); release or discard of a held file; billing or
+skipping a file's overlapping calls.
+
+Commands are admin-command events: release and discard are handled by the dedupe service,
+bill-overlaps and skip-overlaps by the invoicer. This API only checks the file's state first,
+so that an operator gets the reason for a refusal at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cdrflow.bus import Topic
+from cdrflow.db.models import Call, Carrier, CarrierTransaction, File, FileDecision, RejectedRow
+from cdrflow.errors import BadFileError, InputError
+from cdrflow.events import Event, EventType
+from cdrflow.runtime import Runtime
+from services.dedupe.compare import dates_as_text, first_difference, profile
+from services.dedupe.service import COMMANDS, candidate_view, candidates_of
+from services.invoicer.overlap import OVERLAP_COMMANDS
+from services.invoicer.periods import month_period
+from services.parser.formats import carrier_format
+
+Publish = Callable[[Topic, str, Event], None]
+FILTERS = ("carrier", "kind", "status", "period", "direction", "channel")
+"""Exact-match filters of ``GET /files``; ``month`` (the billing period, YYYY-MM) is the other one."""
+REJECTIONS_SHOWN = 200
+
+
+def file_view(file: File, candidates: list[File] | None = None) -> dict[str, Any]:
+    view = file.metadata_for_event() | {
+        "content_fingerprint": file.content_fingerprint, "channel": file.channel,
+        "received_at": file.received_at.isoformat(), "status": file.status, "status_reason": file.status_reason,
+        "hold_reason": file.hold_reason, "rows": file.rows, "rejected": file.rejected, "calls": file.calls,
+        "overlapping_calls": file.overlapping_calls, "overlaps": file.overlaps, "overlap_policy": file.overlap_policy,
+    }
+    if candidates is not None:
+        view["candidates"] = [candidate_view(c) for c in candidates]
+    return view
+
+
+def list_files(session: Session, query: dict[str, str], runtime: Runtime) -> list[dict[str, Any]]:
+    stmt = select(File).order_by(File.received_at, File.id)
+    for name in FILTERS:
+        if value := query.get(name):
+            stmt = stmt.where(getattr(File, name) == value)
+    if label := query.get("month"):
+        stmt = stmt.where(in_billing_period(label, runtime))
+    return [file_view(f) for f in session.scalars(stmt)]
+
+
+def in_billing_period(label: str, runtime: Runtime):  # type: ignore[no-untyped-def]
+    """A file belongs to a billing period when one of its calls starts in it, or one of its fees'
+    periods starts in it; a file with neither (held, failed, not yet parsed) by when it arrived."""
+    period = month_period(label)
+    start, end = period.utc_bounds(runtime.settings.zone)
+    has_call = exists().where(Call.file_id == File.id)
+    has_fee = exists().where(CarrierTransaction.file_id == File.id)
+    return (
+        exists().where(Call.file_id == File.id, Call.start >= start, Call.start < end)
+        | exists().where(CarrierTransaction.file_id == File.id, CarrierTransaction.period_start >= period.start,
+                         CarrierTransaction.period_start < period.end)
+        | (~has_call & ~has_fee & (File.received_at >= start) & (File.received_at < end))
+    )
+
+
+def show_file(session: Session, file_id: str, runtime: Runtime) -> dict[str, Any]:
+    file = session.get(File, file_id)
+    if file is None:
+        raise HTTPException(404, f"no file {file_id}")
+    candidates = candidates_of(session, file.id)
+    view = file_view(file, candidates)
+    rejections = session.scalars(select(RejectedRow).where(RejectedRow.file_id == file.id)
+                                 .order_by(RejectedRow.row).limit(REJECTIONS_SHOWN))
+    view["rejections"] = [{"row": r.row, "reason": r.reason, "raw": r.raw} for r in rejections]
+    view["rejections_total"] = session.scalar(select(func.count()).select_from(RejectedRow)
+                                              .where(RejectedRow.file_id == file.id))
+    decision = session.get(FileDecision, file.id)
+    view["decision"] = None if decision is None else {
+        "command": decision.command, "operator": decision.operator, "reason": decision.reason,
+        "decided_at": decision.decided_at.isoformat()}
+    if candidates:
+        view["comparisons"] = [compare(session, file, c, runtime) for c in candidates]
+    return view
+
+
+def compare(session: Session, file: File, candidate: File, runtime: Runtime) -> dict[str, Any]:
+    """Row counts and date ranges of both files (as the parser reads them) and their first differing line."""
+    result: dict[str, Any] = {"file_id": candidate.id}
+    for side, f in (("this", file), ("candidate", candidate)):
+        try:
+            definition, options = carrier_format(session, session.get(Carrier, f.carrier), f.kind)
+            with runtime.store.open(f.fingerprint) as fh:
+                p = profile(fh, definition, name=f.original_name, zone=runtime.settings.zone, options=options)
+            result[side] = {"rows": p.rows, "rejected": p.rejected, "first": dates_as_text(p.first),
+                            "last": dates_as_text(p.last)}
+        except BadFileError as exc:
+            result[side] = {"error": str(exc)}
+    try:
+        with runtime.store.open(file.fingerprint) as a, runtime.store.open(candidate.fingerprint) as b:
+            diff = first_difference(a, b, name=file.original_name, other_name=candidate.original_name)
+        result["identical_content"] = diff is None
+        result["first_difference"] = None if diff is None else {"line": diff.line, "this": diff.this,
+                                                                 "candidate": diff.other}
+    except BadFileError as exc:
+        result["first_difference"] = {"error": str(exc)}
+    return result
+
+
+def check_command(session: Session, file_id: str, command: str) -> str | None:
+    """None when the command should be sent; "already" when it was applied before (idempotent);
+    raises HTTPException(409) with the reason when the file's state forbids it."""
+    file = session.get(File, file_id)
+    if file is None:
+        raise HTTPException(404, f"no file {file_id}")
+    decided = session.get(FileDecision, file_id)
+    if decided is not None:
+        if decided.command == command:
+            return "already"
+        raise HTTPException(409, f"file {file_id} was {COMMANDS[decided.command]} by {decided.operator} at "
+                                 f"{decided.decided_at:%Y-%m-%d %H:%M} UTC: it can't be {COMMANDS[command]} now")
+    if file.status != "held":
+        raise HTTPException(409, f"file {file_id} is {file.status}, not held: only a held file (a Potential "
+                                 f"Duplicate or same name) can be {COMMANDS[command]}")
+    return None
+
+
+def check_overlap_command(session: Session, file_id: str, command: str) -> str | None:
+    """As ``check_command``, for bill-overlaps / skip-overlaps: the file must have overlapping calls."""
+    file = session.get(File, file_id)
+    if file is None:
+        raise HTTPException(404, f"no file {file_id}")
+    if not file.overlapping_calls:
+        known = "" if file.status == "rated" else f" (it is {file.status}: overlaps are known once it is rated)"
+        raise HTTPException(409, f"file {file_id} has no overlapping calls{known}: nothing to bill or skip")
+    return "already" if file.overlap_policy == OVERLAP_COMMANDS[command] else None
+
+
+def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
+    def list_endpoint(request: Request) -> Response:
+        with runtime.database.transaction() as session:
+            return JSONResponse(list_files(session, dict(request.query_params), runtime))
+
+    async def show_endpoint(request: Request) -> Response:
+        def show() -> dict[str, Any]:
+            with runtime.database.transaction() as session:
+                return show_file(session, request.path_params["file_id"], runtime)
+
+        return JSONResponse(await run_in_threadpool(show))
+
+    async def command_endpoint(request: Request) -> Response:
+        file_id, command = request.path_params["file_id"], request.path_params["command"]
+        if command not in COMMANDS and command not in OVERLAP_COMMANDS:
+            raise HTTPException(404, f"no such file command {command!r}: use release, discard, bill-overlaps "
+                                     "or skip-overlaps")
+        body = await request.json() if await request.body() else {}
+        if not isinstance(body, dict):
+            raise InputError("the body of a file command is a JSON object such as {\"reason\": \"...\"}")
+        reason = str(body.get("reason") or "").strip()
+        operator = request.headers.get("x-operator", "operator")
+
+        def check() -> str | None:
+            with runtime.database.transaction() as session:
+                if command in OVERLAP_COMMANDS:
+                    return check_overlap_command(session, file_id, command)
+                return check_command(session, file_id, command)
+
+        if await run_in_threadpool(check) == "already":
+            return JSONResponse({"command": command, "file_id": file_id, "already": True}, status_code=200)
+        command_id = str(uuid.uuid4())
+        event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=file_id, id=command_id,
+                      data={"command": command, "file_id": file_id, "operator": operator, "reason": reason})
+        await run_in_threadpool(publish, Topic.ADMIN_COMMANDS, file_id, event)
+        return JSONResponse({"command_id": command_id, "command": command, "file_id": file_id}, status_code=202)
+
+    return [
+        Route("/files", list_endpoint, methods=["GET"]),
+        Route("/files/{file_id}", show_endpoint, methods=["GET"]),
+        Route("/files/{file_id}/{command}", command_endpoint, methods=["POST"]),
+    ]

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import shutil
+import smtplib
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from decimal import Decimal
+from email.message import EmailMessage
 
 import click
 
@@ -60,7 +63,7 @@ def run_demo(base: Settings) -> None:
     demo_dir.mkdir(parents=True)
     settings = base.model_copy(update={
         "data_dir": demo_dir, "database_url": None, "kafka_bootstrap": None,
-        "kafka_port": free_port(), "admin_port": free_port(),
+        "kafka_port": free_port(), "admin_port": free_port(), "mailgate_port": free_port(),
     })
     say = click.echo
     say(f"cdrflow demo: data in {demo_dir}")
@@ -76,11 +79,18 @@ def run_demo(base: Settings) -> None:
             with (SAMPLES / "manifest.csv").open(newline="") as fh:
                 manifest = list(csv.DictReader(fh))
             for entry in manifest:
-                reply = client.upload(SAMPLES / entry["file"], carrier=entry["carrier"], kind=entry["kind"],
-                                      period=entry["period"], direction=entry["direction"])
-                say(f"  uploaded {entry['file']} -> file {reply['file_id']}")
-                # One at a time, so "which file came first" is the upload order.
-                wait_until(f"{entry['file']} to be processed", lambda fid=reply["file_id"]: file_done(client, fid))
+                # One at a time, so "which file came first" is the manifest's order.
+                if entry["via"] == "mail":
+                    wait_until("the mail gateway", lambda: listening(settings.mailgate_host, settings.mailgate_port))
+                    address = mail_sample(settings, entry)
+                    say(f"  mailed {entry['file']} to {address} (with a signature logo)")
+                    wait_until(f"{entry['file']} to arrive by mail", lambda n=entry["file"]: file_named(client, n))
+                    file_id = file_named(client, entry["file"])
+                else:
+                    file_id = client.upload(SAMPLES / entry["file"], carrier=entry["carrier"], kind=entry["kind"],
+                                            period=entry["period"], direction=entry["direction"])["file_id"]
+                    say(f"  uploaded {entry['file']} -> file {file_id}")
+                wait_until(f"{entry['file']} to be processed", lambda fid=file_id: file_done(client, fid))
             print_files(client)
             customers = sorted({row["customer"] for row in csv.DictReader((SAMPLES / "customers.csv").open())})
             for customer in customers:
@@ -90,6 +100,38 @@ def run_demo(base: Settings) -> None:
             print_reconciliation(client)
         database.dispose()
     say("done: services and broker stopped.")
+
+
+LOGO = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+"""A 1×1 PNG: the kind of signature graphic carriers' mails carry, which must never become a file."""
+
+
+def mail_sample(settings: Settings, entry: dict[str, str]) -> str:
+    """Send a sample file to the mail gateway as a carrier would: an attachment, plus a logo."""
+    address = f"{entry['carrier']}.{entry['period']}@{settings.mail_domain}"
+    message = EmailMessage()
+    message["From"], message["To"] = f"billing@{entry['carrier']}.example", address
+    message["Subject"] = f"CDR file {entry['file']}"
+    message.set_content("Please find today's CDRs attached.\n-- \nCarrier Billing Team")
+    message.add_related(LOGO, maintype="image", subtype="png", cid="<logo@carrier>", filename="logo.png")
+    message.add_attachment((SAMPLES / entry["file"]).read_bytes(), maintype="text", subtype="csv",
+                           filename=entry["file"])
+    with smtplib.SMTP(settings.mailgate_host, settings.mailgate_port, timeout=30) as smtp:
+        smtp.send_message(message)
+    return address
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def file_named(client: AdminClient, name: str) -> str | None:
+    return next((f["file_id"] for f in client.files() if f["original_name"] == name), None)
 
 
 def file_done(client: AdminClient, file_id: str) -> bool:

@@ -21,8 +21,9 @@ from cdrflow.settings import Settings
 
 log = get_logger(__name__)
 
-PIPELINE_SERVICES = ("dedupe", "parser", "rater", "invoicer", "admin", "collector")
-"""What ``cdrflow up`` runs, each as its own process. The collector idles until sources exist."""
+PIPELINE_SERVICES = ("dedupe", "parser", "rater", "invoicer", "admin", "collector", "mailgate")
+"""What ``cdrflow up`` runs, each as its own process. The collector idles until sources exist;
+the mail gateway listens on ``mailgate_host:mailgate_port``."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

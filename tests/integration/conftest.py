@@ -77,7 +77,7 @@ def settings(tmp_path: Path, kafka_bootstrap: str, postgres_url: str) -> Iterato
         conn.execute(f'CREATE DATABASE "{name}"')
     url = postgres_url.rsplit("/", 1)[0] + "/" + name
     s = Settings(data_dir=tmp_path / "data", database_url=url, kafka_bootstrap=kafka_bootstrap,
-                 namespace=name, admin_port=free_port(), batch_size=200)
+                 namespace=name, admin_port=free_port(), mailgate_port=free_port(), batch_size=200)
     provision_topics(s.bootstrap, s.namespace)
     migrate(url)
     database = Database(url)

@@ -198,15 +198,25 @@ def rate(settings: Settings, rates_path: Path, customers_path: Path | None, sche
          direction: str, zone: str | None, split_bands: bool, output: Path, cdr_files: tuple[Path, ...]) -> None:
     """Rate CDR files offline against a rate sheet; write OUTPUT.csv and print a summary."""
     from services.rater.offline import offline_plan, rate_files
+    from services.rater.plan import RatingPlan
 
     started = time.perf_counter()
-    plan = offline_plan(rates_path, customers=customers_path, schedule=schedule_path, direction=direction,
-                        zone=ZoneInfo(zone or settings.timezone), split_bands=split_bands)
+    the_zone = ZoneInfo(zone or settings.timezone)
+
+    def plan() -> RatingPlan:  # built in its own thread while the first calls are read
+        return offline_plan(rates_path, customers=customers_path, schedule=schedule_path, direction=direction,
+                            zone=the_zone, split_bands=split_bands)
+
     show_progress = sys.stderr.isatty()
     total = sum(_count_lines(p) for p in cdr_files) if show_progress else 0
-    with output.open("wb") as out, click.progressbar(length=total, label="rating", file=sys.stderr,
-                                                     hidden=not show_progress) as bar:
-        summary = rate_files(cdr_files, fmt, plan, direction=direction, out=out, on_rows=bar.update)
+    try:
+        with output.open("wb") as out, click.progressbar(length=total, label="rating", file=sys.stderr,
+                                                         hidden=not show_progress) as bar:
+            summary = rate_files(cdr_files, fmt, plan, direction=direction, out=out, zone=the_zone,
+                                 on_rows=bar.update)
+    except BaseException:
+        output.unlink(missing_ok=True)  # a bad rate sheet or CDR file leaves no half-written output
+        raise
     elapsed = time.perf_counter() - started
     c = summary.counts
     click.echo(f"{summary.rows} rows in {elapsed:.2f}s: {c['rated']} rated, {c['unmatched']} unmatched, "

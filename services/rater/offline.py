@@ -9,6 +9,7 @@ one output row per input row — rejected rows included, with their reason — i
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -113,27 +114,42 @@ def _output(rated: pl.DataFrame, rejects: list, zone: ZoneInfo) -> pl.DataFrame:
     return pl.concat([out, rejected], how="diagonal_relaxed").sort("row").select(OUTPUT_HEADER)
 
 
-def rate_files(paths: Iterable[Path], fmt: str, plan: RatingPlan, *, direction: str, out: BinaryIO,
-               batch_rows: int = 200_000, on_rows: Callable[[int], None] | None = None) -> RateSummary:
+def rate_files(paths: Iterable[Path], fmt: str, plan: RatingPlan | Callable[[], RatingPlan], *, direction: str,
+               out: BinaryIO, zone: ZoneInfo | None = None, batch_rows: int = 200_000,
+               on_rows: Callable[[int], None] | None = None) -> RateSummary:
     """Rate every call of ``paths`` (in order) and write the output CSV to ``out``.
 
     Three stages overlap, each in its own thread, joined by queues of at most ``AHEAD``
     batches (so memory stays flat): the parser reads the next batch while this thread rates
-    one and the writer writes the one before (polars releases the GIL while it works)."""
+    one and the writer writes the one before (polars releases the GIL while it works).
+    ``plan`` may be a function that builds it (then ``zone`` is required): it is built in
+    its own thread while the first batches are parsed, instead of before."""
     summary = RateSummary()
     out.write((",".join(OUTPUT_HEADER) + "\n").encode())
+    if isinstance(plan, RatingPlan):
+        zone, build = plan.zone, None
+    elif zone is None:
+        raise ValueError("rate_files needs the zone when the plan is built as it goes")
+    else:
+        build = plan
 
     def parsed() -> Iterator[ParsedBatch]:
         for path in paths:
-            yield from parse_file(path, fmt, zone=plan.zone, batch_rows=batch_rows)
+            yield from parse_file(path, fmt, zone=zone, batch_rows=batch_rows)
 
-    with _Writer(out) as writer:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdrflow-plan") as pool, _Writer(out) as writer:
+        pending = pool.submit(build) if build else None
         for batch in _ahead(parsed()):
+            if pending is not None:
+                plan, pending = pending.result(), None  # its errors are raised here
+            assert isinstance(plan, RatingPlan)
             rated = rate_calls(batch.records, plan, carrier=OFFLINE_TARIFF, direction=direction)
             summary.add(rated, len(batch.rejects))
-            writer.write(_output(rated, batch.rejects, plan.zone))
+            writer.write(_output(rated, batch.rejects, zone))
             if on_rows:
                 on_rows(rated.height + len(batch.rejects))
+        if pending is not None:
+            pending.result()  # no calls at all: the rate sheet is still checked
     return summary
 
 

@@ -52,9 +52,12 @@ def safe_name(name: str) -> str:
     return cleaned[:200]
 
 
-def file_arrived(stored: StoredFile, meta: FileMetadata, source: str, details: dict[str, Any] | None = None) -> Event:
-    """The file-arrived event for a file now in the store. Each arrival is a new file id."""
-    file_id = str(uuid.uuid4())
+def file_arrived(stored: StoredFile, meta: FileMetadata, source: str, details: dict[str, Any] | None = None,
+                 file_id: str | None = None) -> Event:
+    """The file-arrived event for a file now in the store. Each arrival is a new file id:
+    random for an upload, or derived from where the file came from (``file_id``) when a
+    gateway may announce the same arrival again after a crash."""
+    file_id = file_id or str(uuid.uuid4())
     return Event(
         type=EventType.FILE_ARRIVED,
         source=source,

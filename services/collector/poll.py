@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -240,8 +240,8 @@ class Collector:
                             original_name=safe_name(entry.name), channel="collector")
         details = {"source": source, "protocol": plan.endpoint.protocol, "host": plan.endpoint.host,
                    "remote_path": entry.path, "remote_mtime": entry.mtime, "rule": rule.spec()}
-        event = _with_file_id(file_arrived(stored, meta, self.runtime.source, details),
-                              collected_file_id(source, entry, stored.fingerprint))
+        event = file_arrived(stored, meta, self.runtime.source, details,
+                             file_id=collected_file_id(source, entry, stored.fingerprint))
         await asyncio.to_thread(self._announce, stored.fingerprint, event)
         await asyncio.to_thread(self._remember, source, entry, stored.fingerprint, event.id)
         if plan.delete_after_collect:
@@ -259,8 +259,3 @@ class Collector:
         producer = self.runtime.producer
         producer.send(topic_name(self.settings.namespace, Topic.FILE_ARRIVED), key, event)
         producer.flush(timeout=30)
-
-
-def _with_file_id(event: Event, file_id: str) -> Event:
-    """The same file-arrived event under a deterministic file id (see step 3 in the module doc)."""
-    return replace(event, id=file_id, subject=file_id, data=event.data | {"file_id": file_id})

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_to_outbox
-from cdrflow.db.models import Call, CallUsageClaim, Charge, Customer, File, Invoice
+from cdrflow.db.models import Call, Charge, Customer, File, Invoice
 from cdrflow.db.upsert import insert_new
 from cdrflow.errors import BadEventError
 from cdrflow.events import Event, EventType, event_id

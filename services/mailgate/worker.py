@@ -9,7 +9,6 @@ repeats the batch after restart, and each file comes out with the same file id, 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -17,7 +16,7 @@ from sqlalchemy import select
 
 from cdrflow.bus import Topic, topic_name
 from cdrflow.db.models import MailMessage
-from cdrflow.events import Event, event_id
+from cdrflow.events import event_id
 from cdrflow.intake import file_arrived
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
@@ -85,16 +84,11 @@ class MailWorker:
             details = {"message_id": message_id, "sender": sender, "recipient": arrival.route.address,
                        "position": arrival.file.position, "container": arrival.file.container,
                        "authenticated_as": user}
-            event = _with_file_id(file_arrived(stored, arrival.meta, self.runtime.source, details),
-                                  mailed_file_id(message_id, arrival.route.address, arrival.file.position))
+            event = file_arrived(stored, arrival.meta, self.runtime.source, details,
+                                 file_id=mailed_file_id(message_id, arrival.route.address, arrival.file.position))
             self.runtime.producer.send(topic, stored.fingerprint, event)
             files.append({"file_id": event.id, "name": arrival.meta.original_name, "carrier": arrival.meta.carrier,
                           "kind": arrival.meta.kind, "period": arrival.meta.period, "size": stored.size})
             log.info("file_mailed", file_id=event.id, message_id=message_id, fingerprint=stored.fingerprint,
                      carrier=arrival.meta.carrier, original_name=arrival.meta.original_name)
         return "processed", {"files": files, "ignored": ignored}
-
-
-def _with_file_id(event: Event, file_id: str) -> Event:
-    """The same file-arrived event under a deterministic file id (see the module doc)."""
-    return replace(event, id=file_id, subject=file_id, data=event.data | {"file_id": file_id})

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer
 from cdrflow.bus import provision_topics
 from cdrflow.db import Database, migrate
 from cdrflow.filestore import FileStore
-from cdrflow.demo import SAMPLES, load_sample_reference
+from cdrflow.demo import load_sample_reference
 from cdrflow.localkafka import LocalKafka, free_port
 from cdrflow.orchestrate import pipeline as run_pipeline
 from cdrflow.settings import Settings

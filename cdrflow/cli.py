@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cdrflow.errors import CdrflowError
+from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings, load_settings
 
 LOOP_SERVICES = ("dedupe", "parser", "rater", "invoicer")
@@ -220,10 +221,9 @@ def carriers() -> None:
 @click.option("--format", "file_format", default="generic-cdr", show_default=True)
 @click.pass_obj
 def carriers_add(settings: Settings, code: str, name: str, file_format: str) -> None:
-    from cdrflow.db import Database
     from cdrflow.reference import add_carrier
 
-    with Database(settings.effective_database_url).transaction() as session:
+    with open_database(settings).transaction() as session:
         add_carrier(session, code, name, file_format)
     click.echo(f"carrier {code} saved")
 
@@ -235,10 +235,9 @@ def carriers_add(settings: Settings, code: str, name: str, file_format: str) -> 
 @click.pass_obj
 def carriers_rules(settings: Settings, code: str, hold_same_name: bool) -> None:
     """Set a carrier's processing rules for duplicate files."""
-    from cdrflow.db import Database
     from services.dedupe.rules import set_hold_same_name
 
-    with Database(settings.effective_database_url).transaction() as session:
+    with open_database(settings).transaction() as session:
         set_hold_same_name(session, code, hold_same_name)
     click.echo(f"carrier {code}: same-name rule {'on' if hold_same_name else 'off'}")
 

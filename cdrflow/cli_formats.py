@@ -12,13 +12,8 @@ from zoneinfo import ZoneInfo
 import click
 
 from cdrflow.errors import DatabaseError, InputError
+from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings
-
-
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from cdrflow.db import Database
-
-    return Database(settings.effective_database_url)
 
 
 def _definition(settings: Settings, fmt: str):  # type: ignore[no-untyped-def]
@@ -33,7 +28,7 @@ def _definition(settings: Settings, fmt: str):  # type: ignore[no-untyped-def]
         return definition_from_toml(path.read_text("utf-8"), origin=str(path))
     from services.parser.custom import custom_formats
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         found = custom_formats(session).get(fmt)
     if found is None:
         raise InputError(f"unknown file format {fmt!r}: see 'cdrflow formats' (or give a definition FILE.toml)")
@@ -105,7 +100,7 @@ def formats(ctx: click.Context) -> None:
 
     settings: Settings = ctx.obj
     try:
-        with _database(settings).transaction() as session:
+        with open_database(settings).transaction() as session:
             listing = list_formats(session)
     except DatabaseError as exc:
         listing = list_formats(None)
@@ -122,7 +117,7 @@ def formats_add(settings: Settings, path: Path) -> None:
     from services.parser.custom import save_format
 
     text = path.read_text("utf-8")
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         definition, version = save_format(session, text, origin=str(path))
     click.echo(f"format {definition.name} ({definition.kind}) saved, version {version}")
 
@@ -138,7 +133,7 @@ def formats_show(settings: Settings, name: str) -> None:
     if name in builtin_formats():
         click.echo(builtin_formats()[name].source, nl=False)
         return
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         source = custom_format_source(session, name)
     if source is None:
         raise InputError(f"unknown file format {name!r}: see 'cdrflow formats'")
@@ -152,7 +147,7 @@ def formats_remove(settings: Settings, name: str) -> None:
     """Remove a custom format no carrier uses."""
     from services.parser.custom import remove_format
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         remove_format(session, name)
     click.echo(f"format {name} removed")
 
@@ -170,7 +165,7 @@ def formats_use(settings: Settings, carrier: str, fmt: str, kind: str, zone: str
     """Set the format (and options) that read CARRIER's CDR or SDR files."""
     from services.parser.custom import set_carrier_format
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         set_carrier_format(session, carrier, kind, fmt, zone=zone, max_reject_share=max_reject_share)
     click.echo(f"carrier {carrier}: {kind} files read as {fmt}" + (f" in {zone}" if zone else ""))
 
@@ -187,7 +182,7 @@ def formats_detect(settings: Settings, path: Path) -> None:
     try:
         from services.parser.custom import custom_formats
 
-        with _database(settings).transaction() as session:
+        with open_database(settings).transaction() as session:
             candidates |= custom_formats(session)
     except DatabaseError as exc:
         click.echo(f"(custom formats not tried: {exc}; 'cdrflow migrate' creates the tables)", err=True)

@@ -12,13 +12,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings
-
-
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from cdrflow.db import Database
-
-    return Database(settings.effective_database_url)
 
 
 @click.group()
@@ -41,7 +36,7 @@ def tariffs_add(settings: Settings, code: str, name: str | None, schedule: str, 
     from services.rater.plan import Tariff
     from services.rater.reference import save_tariff
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         save_tariff(session, Tariff(code, schedule, split_bands, places, rounding, charge_unanswered), name)
     click.echo(f"tariff {code} saved")
 
@@ -53,7 +48,7 @@ def tariffs_load(settings: Settings, path: Path) -> None:
     """CSV tariff,name[,schedule,split_bands,places,rounding,charge_unanswered]."""
     from services.rater.reference import load_tariffs
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         click.echo(f"{load_tariffs(session, path)} tariff(s) saved")
 
 
@@ -71,7 +66,7 @@ def schedules() -> None:
 def schedules_add(settings: Settings, name: str, path: Path, holidays_as_weekend: bool, region: str) -> None:
     from services.rater.reference import save_schedule
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         save_schedule(session, name, path.read_text(encoding="utf-8-sig"), holidays_as_weekend=holidays_as_weekend,
                       holiday_region=region)
     click.echo(f"schedule {name} saved")
@@ -98,7 +93,7 @@ def rates_load(settings: Settings, path: Path, tariff: str | None, wholesale: bo
     if wholesale == bool(tariff) or (wholesale and not carrier):
         raise click.UsageError("give --tariff T for a retail sheet, or --wholesale --carrier C")
     kind, owner = ("wholesale", carrier) if wholesale else ("retail", tariff)
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         version = load_rate_sheet(session, FileStore(settings.file_store_dir), path.read_bytes(),
                                   source_name=path.name, kind=kind, owner=owner or "", direction=direction,
                                   carrier="" if wholesale else carrier)
@@ -122,7 +117,7 @@ def customers_add(settings: Settings, code: str, name: str, tariff: str, email: 
                   cli_texts: tuple[str, ...]) -> None:
     from services.rater.reference import add_cli, save_customer
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         save_customer(session, code, name, tariff, billing_email=email)
         session.flush()
         for text in cli_texts:
@@ -137,7 +132,7 @@ def customers_load(settings: Settings, path: Path) -> None:
     """CSV customer,name,tariff,cli[,kind,carrier,effective_from,effective_to]."""
     from services.rater.reference import load_customers
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         click.echo(f"{load_customers(session, path)} customer(s) saved")
 
 
@@ -159,7 +154,7 @@ def clis_add(settings: Settings, customer: str, cli: str, kind: str | None, carr
     """Add a CLI; calls waiting in reconciliation are re-rated by the rater."""
     from services.rater.reference import add_cli
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         row = add_cli(session, customer, cli, kind=kind, carrier=carrier,
                       effective_from=effective_from.date() if effective_from else None,
                       effective_to=effective_to.date() if effective_to else None)
@@ -172,7 +167,7 @@ def recon(settings: Settings) -> None:
     """Calls that match no customer or no rate, grouped, with what they cost us."""
     from services.rater.recon import reconciliation
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         groups = reconciliation(session)
     if not groups:
         click.echo("nothing in reconciliation")

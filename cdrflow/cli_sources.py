@@ -8,13 +8,8 @@ from pathlib import Path
 
 import click
 
+from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings
-
-
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from cdrflow.db import Database
-
-    return Database(settings.effective_database_url)
 
 
 @click.group()
@@ -75,7 +70,7 @@ def sources_add(settings: Settings, name: str, carrier: str, protocol: str, host
                       remote_dir=remote_dir, poll_interval=poll_interval,
                       delete_after_collect=delete_after_collect, verify_tls=verify_tls,
                       tls_ca=ca_file.read_text() if ca_file else None)
-    database = _database(settings)
+    database = open_database(settings)
     with database.transaction() as session:
         src = save_source(session, spec, settings.secret_key)
         pinned = src.host_key is not None
@@ -92,7 +87,7 @@ def sources_list(settings: Settings) -> None:
 
     from services.collector.sources import all_sources
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         for src in all_sources(session):
             rules = " ".join(f"{r['pattern']}={r['kind']},{r['period']},{r['direction']}"
                              for r in orjson.loads(src.rules))
@@ -122,7 +117,7 @@ def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: b
     from services.collector.remote import fetch_host_key
     from services.collector.sources import get_source, pin_host_key
 
-    database = _database(settings)
+    database = open_database(settings)
     with database.transaction() as session:
         src = get_source(session, name)
         if src.protocol != "sftp":
@@ -151,7 +146,7 @@ def sources_disable(settings: Settings, name: str) -> None:
     """Stop polling a source (its settings and what it collected are kept)."""
     from services.collector.sources import set_enabled
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         set_enabled(session, name, False)
     click.echo(f"source {name} disabled")
 
@@ -163,7 +158,7 @@ def sources_enable(settings: Settings, name: str) -> None:
     """Poll a disabled source again (at once)."""
     from services.collector.sources import set_enabled
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         set_enabled(session, name, True)
     click.echo(f"source {name} enabled")
 
@@ -179,7 +174,7 @@ def sources_remove(settings: Settings, name: str, yes: bool) -> None:
 
     if not yes:
         click.confirm(f"forget source {name} and its record of collected files?", abort=True)
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         forgotten = remove_source(session, name)
     click.echo(f"source {name} removed ({forgotten} collected-file record(s) forgotten)")
 
@@ -193,7 +188,7 @@ def sources_status(settings: Settings) -> None:
     def when(value) -> str:  # type: ignore[no-untyped-def]
         return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         for src in all_sources(session):
             state = src.state if src.enabled else "disabled"
             click.echo(f"{src.name:16} {state:8} collected={src.collected} failures={src.failures} "
@@ -211,7 +206,7 @@ def collect(settings: Settings, name: str, now: bool) -> None:
     from services.collector.sources import request_poll
 
     if not now:
-        with _database(settings).transaction() as session:
+        with open_database(settings).transaction() as session:
             request_poll(session, name)
         click.echo(f"poll of {name} requested from the running collector")
         return

@@ -6,13 +6,8 @@ from __future__ import annotations
 import click
 import orjson
 
+from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings
-
-
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from cdrflow.db import Database
-
-    return Database(settings.effective_database_url)
 
 
 @click.group()
@@ -28,7 +23,7 @@ def mail_addresses(settings: Settings) -> None:
 
     d = settings.mail_domain
     click.echo(f"cdrs@{d}  (carrier found from the file name by the patterns below)")
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         for rule in mail_rules(session):
             c = rule.carrier.lower()
             click.echo(f"{c}.cdrs@{d} {c}.daily@{d} {c}.monthly@{d} {c}.sdr@{d}")
@@ -47,7 +42,7 @@ def mail_rules_command(settings: Settings, carrier: str, file_name_pattern: str 
     """Set a carrier's file-name pattern (for cdrs@) and sender allow-list."""
     from services.mailgate.carriers import UNCHANGED, set_mail_rules
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         rules = set_mail_rules(session, carrier,
                                UNCHANGED if file_name_pattern is None else file_name_pattern,
                                UNCHANGED if senders is None else senders)
@@ -63,7 +58,7 @@ def mail_messages(settings: Settings, status: str | None, limit: int) -> None:
     """Messages the gateway accepted, newest first, with the files they became and parts ignored."""
     from services.mailgate.carriers import recent_messages
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         for m in recent_messages(session, status, limit):
             outcome = orjson.loads(m.outcome) if m.outcome else {}
             click.echo(f"{m.id}  {m.received_at:%Y-%m-%d %H:%M:%S}  {m.status:9} from {m.sender} to "
@@ -83,6 +78,6 @@ def mail_retry(settings: Settings, message_id: str) -> None:
     """Announce a failed message's files again, once its carrier's rules are fixed."""
     from services.mailgate.carriers import retry_message
 
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         retry_message(session, message_id)
     click.echo(f"mail message {message_id} queued again")

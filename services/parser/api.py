@@ -5,7 +5,9 @@
         batch.rejects   # [RejectedRow(row, reason, raw)]
 
 A bad row is data (a rejection); a bad file raises ``BadFileError`` naming the file, the line
-and the reason. Nothing else escapes: no polars, csv or codec exception reaches the caller.
+and the reason. Work per file is bounded (``ParseLimits``: decompressed size, lines, line
+length, blank lines in a row) and so is every field (``limits.FIELD_MAX_CHARS``). Nothing
+else escapes: no polars, csv or codec exception reaches the caller.
 Memory stays flat: the file is read in blocks of about ``batch_rows`` lines.
 """
 
@@ -18,12 +20,13 @@ from zoneinfo import ZoneInfo
 
 from cdrflow.errors import BadFileError
 from services.parser.definition import FormatDefinition
-from services.parser.engine import Engine, ParsedBatch
+from services.parser.engine import Engine, ParsedBatch, ParseTotals
+from services.parser.limits import ParseLimits
 from services.parser.records import RejectedRow
 from services.parser.registry import builtin_formats
 
-__all__ = ["BadFileError", "FormatDefinition", "ParsedBatch", "RejectedRow", "find_format", "known_formats",
-           "parse_file", "parse_stream"]
+__all__ = ["BadFileError", "FormatDefinition", "ParseLimits", "ParseTotals", "ParsedBatch", "RejectedRow",
+           "find_format", "known_formats", "parse_file", "parse_stream"]
 
 
 def known_formats() -> list[str]:
@@ -47,7 +50,11 @@ def parse_stream(stream: BinaryIO, fmt: str | FormatDefinition, *, name: str, zo
 
     ``fmt``: a known format's name or a definition. ``zone``: where times without an offset
     are read, unless the format or ``options["zone"]`` (the carrier's switch) says otherwise.
-    ``options``: ``zone``, ``max_reject_share`` (0..1; more rejected rows than this fails the file).
+    ``options``: ``zone``, ``max_reject_share`` (0..1; more rejected rows than this fails the file),
+    ``limits`` (a ``ParseLimits``; default ``limits.DEFAULT_LIMITS``).
+
+    A file with no data rows (only a header, only blank lines) yields no batch at all; add the
+    batches up in a ``ParseTotals`` and ask its ``no_records_reason`` (docs/formats.md, "Limits").
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")

@@ -4,6 +4,10 @@ Each reader takes a column of stripped strings (null = no value) and returns the
 values and, per row, why the value can't be read (null where it can). A row whose value
 can't be read is rejected by the engine with that reason; nothing here raises for bad data.
 
+A value quoted in a reason is cut to ``SHOWN_VALUE_CHARS`` (a 50 MB field must not make a
+50 MB reason); a text field longer than its maximum is found by its byte length first, which
+polars knows without reading the text, so the check costs nothing on an ordinary batch.
+
 Money is read without float: the digits are split by a regular expression and combined as
 integers into micros (millionths), so "0.1" is exactly 100000.
 """
@@ -15,6 +19,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from services.parser.definition import FieldSpec
+from services.parser.limits import SHOWN_VALUE_CHARS
 
 UTC_DT = pl.Datetime("us", "UTC")
 ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f",
@@ -29,9 +34,27 @@ def reason(values: pl.Series, bad: pl.Series, label: str, problem: str) -> pl.Se
     if not bad.any():  # the usual case: skip building a column of nulls by expression
         return no_reason(len(values))
     frame = pl.DataFrame({"v": values, "b": bad})
+    v = pl.col("v").fill_null("")
+    shown = pl.when(v.str.len_chars() > SHOWN_VALUE_CHARS).then(v.str.slice(0, SHOWN_VALUE_CHARS) + "…").otherwise(v)
     return frame.select(
-        pl.when(pl.col("b")).then(pl.concat_str([pl.lit(f"{label} '"), pl.col("v").fill_null(""), pl.lit(f"' {problem}")]))
+        pl.when(pl.col("b")).then(pl.concat_str([pl.lit(f"{label} '"), shown, pl.lit(f"' {problem}")]))
         .otherwise(pl.lit(None, pl.String))).to_series()
+
+
+def too_long(values: pl.Series, limit: int, label: str, note: str = "") -> pl.Series:
+    """``<label> '<start>…' is N characters long: at most <limit><note>`` where longer, else null."""
+    n = len(values)
+    maybe = values.str.len_bytes() > limit  # never fewer bytes than characters: only these can be too long
+    if not maybe.any():
+        return no_reason(n)
+    chars = values.str.len_chars()
+    idx = (maybe & (chars > limit)).fill_null(False).arg_true()
+    if idx.len() == 0:
+        return no_reason(n)
+    shown = values.gather(idx).str.slice(0, SHOWN_VALUE_CHARS).to_list()
+    texts = [f"{label} '{v}{'…' if length > SHOWN_VALUE_CHARS else ''}' is {length:,} characters long: "
+             f"at most {limit}{note}" for v, length in zip(shown, chars.gather(idx).to_list(), strict=True)]
+    return no_reason(n).scatter(idx, pl.Series(texts, dtype=pl.String))
 
 
 def no_reason(n: int) -> pl.Series:

@@ -9,6 +9,13 @@ says are not calls (``[rows]``) are skipped and counted.
 Failing a whole file: when more than ``max_reject_share`` of its rows are rejected. The
 share is checked before each batch is handed out (once there are 100 rows to judge by, or at
 the end of the file), so a file in the wrong format fails before anything of it is billed.
+A file also fails past any of its ``ParseLimits`` (size, lines, blank lines in a row; see
+``source``).
+
+Bounded rows: a line longer than ``max_line_bytes`` and a text field longer than its
+``FIELD_MAX_CHARS`` are rejected rows, found by column expressions over the whole batch (no
+Python per row: lengths in bytes are free in polars). A rejected row keeps a short reason
+and at most ``RAW_MAX_CHARS`` of its line, so a 50 MB field never becomes a 50 MB rejection.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from services.parser import convert
 from services.parser.definition import (
     CHOICE, COUNT, DATE, FLAG, MONEY, SECONDS, TEXT, TIME, FieldSpec, FormatDefinition, normalise_name,
 )
-from services.parser.records import RejectedRow
-from services.parser.source import Block, TextSource, members
+from services.parser.limits import DEFAULT_LIMITS, FIELD_MAX_CHARS, NUMBER_FIELDS, RAW_MAX_CHARS, ParseLimits
+from services.parser.records import RejectedRow, clip, clip_line
+from services.parser.source import Block, LongLine, TextSource, members, size_text
 from services.parser.tokenise import RAW, ROW, WIDTH, field_name, tokenise
 from services.parser.transactions import TRANSACTION_SCHEMA, conform_transactions
 
@@ -39,6 +47,8 @@ WORKERS = 2
 """Blocks read at once (this machine has two cores; more only adds memory)."""
 NUMBER_RE = r"^[0-9A-Za-z+*#@:._()\-/ ]+$"
 """What a telephone number (or SIP user, or 'Anonymous') may contain; anything else is garbage."""
+NUMBER_NOTE = " (an E.164 number has at most 15 digits)"
+OPTIONS = ("limits", "max_reject_share", "zone")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,36 @@ class ParsedBatch:
     @property
     def rows(self) -> int:
         return self.records.height + len(self.rejects) + self.skipped
+
+
+@dataclass
+class ParseTotals:
+    """A whole file's counts, added up batch by batch (``add``), and whether it held anything to
+    bill: a file with only a header, only blank lines, or no row that was read is not "parsed"."""
+
+    rows: int = 0
+    records: int = 0
+    rejected: int = 0
+    skipped: int = 0
+
+    def add(self, batch: ParsedBatch) -> ParsedBatch:
+        self.rows += batch.rows
+        self.records += batch.records.height
+        self.rejected += len(batch.rejects)
+        self.skipped += batch.skipped
+        return batch
+
+    def no_records_reason(self, kind: str = "cdr") -> str | None:
+        """None when the file gave at least one record; else why not, beginning ``no call records``
+        (``no carrier transactions`` for an SDR file)."""
+        if self.records:
+            return None
+        noun = "call records" if kind == "cdr" else "carrier transactions"
+        if not self.rows:
+            return f"no {noun}: the file has no data rows (nothing but a header or blank lines)"
+        parts = [f"{n:,} {what}" for n, what in ((self.rejected, "rejected"),
+                                                   (self.skipped, "skipped by the format's rule")) if n]
+        return f"no {noun}: {self.rows:,} row(s), {' and '.join(parts)}"
 
 
 @dataclass
@@ -85,8 +125,11 @@ class Engine:
         self.forced_zone = _zone(carrier_zone, zone) if carrier_zone else None
         self.zone = self.forced_zone or _zone(definition.zone, zone)
         self.max_reject_share = float(options.pop("max_reject_share", definition.max_reject_share))
+        self.limits = options.pop("limits", None) or DEFAULT_LIMITS
+        if not isinstance(self.limits, ParseLimits):
+            raise BadFileError(f"parser option 'limits' must be a ParseLimits, not {type(self.limits).__name__}")
         if options:
-            raise BadFileError(f"unknown parser option(s): {', '.join(sorted(options))} (known: zone, max_reject_share)")
+            raise BadFileError(f"unknown parser option(s): {', '.join(sorted(options))} (known: {', '.join(OPTIONS)})")
         self.schema = RECORD_SCHEMA if definition.kind == "cdr" else TRANSACTION_SCHEMA
 
     def parse(self, stream: Any, name: str, batch_rows: int) -> Iterator[ParsedBatch]:
@@ -116,16 +159,15 @@ class Engine:
                 file=name)
 
     def _batches(self, stream: Any, name: str, batch_rows: int) -> Iterator[ParsedBatch]:
-        line = 1
-        for member in members(stream, name):
-            source = TextSource(member, first_line=line, block_bytes=max(64 * 1024, min(batch_rows * 100, 32 * 1024**2)))
+        line, blank_run = 1, 0
+        for member in members(stream, name, max_bytes=self.limits.max_decompressed_bytes):
+            source = TextSource(member, first_line=line, block_bytes=max(64 * 1024, min(batch_rows * 100, 32 * 1024**2)),
+                                limits=self.limits, blank_run=blank_run)
             layout = self._layout(source, member.name)
-            if layout is None:
-                line = source.next_line
-                continue
-            for batch in self._parsed_blocks(source, layout, batch_rows):
-                yield from _split(batch, batch_rows)
-            line = source.next_line
+            if layout is not None:
+                for batch in self._parsed_blocks(source, layout, batch_rows):
+                    yield from _split(batch, batch_rows)
+            line, blank_run = source.next_line, source.blank_run
 
     def _parsed_blocks(self, source: TextSource, layout: _Layout, batch_rows: int) -> Iterator[ParsedBatch]:
         """Each block split and read on a worker thread (polars works without the GIL, so two
@@ -134,7 +176,7 @@ class Engine:
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cdrflow-parse") as pool:
             in_flight: deque[Future[ParsedBatch | None]] = deque()
             for block in source.blocks():
-                if block.lines:  # aim the next block at about batch_rows lines
+                if block.lines and block.long_line is None:  # aim the next block at about batch_rows lines
                     per_line = max(1, len(block.data) // block.lines)
                     source.block_bytes = max(64 * 1024, min(per_line * batch_rows, 64 * 1024**2))
                 in_flight.append(pool.submit(self._parse_block, block, layout))
@@ -145,8 +187,17 @@ class Engine:
                     yield done
 
     def _parse_block(self, block: Block, layout: _Layout) -> ParsedBatch | None:
-        frame = tokenise(block, self.definition.dialect, layout.width, layout.keep, layout.widths)
+        if block.long_line is not None:
+            return self._long_line(block.long_line)
+        frame = tokenise(block, self.definition.dialect, layout.width, layout.keep, layout.widths,
+                         max_line_bytes=self.limits.max_line_bytes)
         return self._convert(frame, layout) if frame.height else None
+
+    def _long_line(self, line: LongLine) -> ParsedBatch:
+        """A line the source read past without holding it: a rejected row, like a long line in a block."""
+        records = pl.DataFrame(schema=self.schema)
+        reason = _long_line_reason(line.length, self.limits.max_line_bytes)
+        return ParsedBatch(records, [RejectedRow(line.row, reason, clip_line(line.head, line.length))])
 
     # --- header and columns ------------------------------------------------------------
 
@@ -156,6 +207,7 @@ class Engine:
         names: list[str] = []
         first_line = source.next_line
         if d.header:
+            source.skip_blank_lines()  # in bulk: a file of newlines must not be read line by line
             while (got := source.readline()) is not None and not got[1].strip():
                 pass
             if got is None:
@@ -200,20 +252,24 @@ class Engine:
         width_reason = pl.select(pl.when(bad_width).then(pl.concat_str(
             [pl.lit(f"expected {expected} columns, found "), pl.lit(width).cast(pl.String)]))
             .otherwise(pl.lit(None, pl.String))).to_series()
+        raw = frame.get_column(RAW)
+        long_reason = _long_lines(raw, self.limits.max_line_bytes)
         skipped = 0
         if d.rows:
             value = frame.get_column(field_name(layout.index[d.rows.column])).str.strip_chars().str.to_lowercase()
-            call = value.is_in([v.lower() for v in d.rows.values]) | bad_width
+            call = value.is_in([v.lower() for v in d.rows.values]) | bad_width | long_reason.is_not_null()
             skipped = int((~call).sum())
             if skipped:
-                frame, width_reason = frame.filter(call), width_reason.filter(call)
+                frame, width_reason, long_reason = frame.filter(call), width_reason.filter(call), long_reason.filter(call)
         values, reasons = self._fields(frame, layout)
-        why = convert.first_reason([width_reason, *reasons], frame.height)
+        why = convert.first_reason([long_reason, width_reason, *reasons], frame.height)
         bad = why.is_not_null()
         rejects = []
         if bad.any():
-            rejected = pl.DataFrame({"row": frame.get_column(ROW), "reason": why, "raw": frame.get_column(RAW)}).filter(bad)
-            rejects = [RejectedRow(r, w, raw) for r, w, raw in rejected.iter_rows()]
+            raw = frame.get_column(RAW)
+            rejected = pl.DataFrame({"row": frame.get_column(ROW), "reason": why, "raw": raw.str.slice(0, RAW_MAX_CHARS),
+                                     "chars": raw.str.len_chars()}).filter(bad)
+            rejects = [RejectedRow(r, w, clip(head, n)) for r, w, head, n in rejected.iter_rows()]
         records = pl.DataFrame({"row": frame.get_column(ROW)} | values).filter(~bad)
         if d.kind == "cdr":
             records = conform(records)
@@ -270,7 +326,11 @@ class Engine:
     def _read(self, s: pl.Series, spec: FieldSpec) -> tuple[pl.Series, pl.Series]:
         if spec.kind == TEXT:
             value, why = convert.read_text(s, spec)
-            if spec.name in ("cli", "dialled"):
+            number = spec.name in NUMBER_FIELDS
+            if spec.name in FIELD_MAX_CHARS:
+                long = convert.too_long(value, FIELD_MAX_CHARS[spec.name], spec.label(), NUMBER_NOTE if number else "")
+                why = convert.first_reason([long, why], len(s))
+            if number:
                 garbage = value.is_not_null() & ~value.str.contains(NUMBER_RE)
                 why = convert.first_reason([why, convert.reason(value, garbage, spec.label(), "is not a telephone number")], len(s))
             return value, why
@@ -289,6 +349,23 @@ class Engine:
         if spec.kind == COUNT:
             return convert.read_count(s, spec)
         raise AssertionError(spec.kind)
+
+
+def _long_lines(raw: pl.Series, limit: int) -> pl.Series:
+    """Per row, why its line is too long (null where it is not): the byte length of every line is
+    known to polars without looking at its bytes, so this costs next to nothing."""
+    lengths = raw.str.len_bytes()
+    long = lengths > limit
+    if not long.any():
+        return convert.no_reason(len(raw))
+    idx = long.arg_true()
+    reasons = pl.Series([_long_line_reason(n, limit) for n in lengths.gather(idx).to_list()], dtype=pl.String)
+    return convert.no_reason(len(raw)).scatter(idx, reasons)
+
+
+def _long_line_reason(length: int, limit: int) -> str:
+    return (f"line is {length:,} bytes long: at most {size_text(limit)} a line "
+            f"(a quote left open, or not a line of call records?)")
 
 
 def _seconds_between(start: pl.Series, end: pl.Series, spec: FieldSpec) -> tuple[pl.Series, pl.Series]:

@@ -12,6 +12,14 @@ megabytes whatever the file's size.
   each bad line as cp1252 (latin-1 for the five bytes cp1252 leaves undefined), so no byte is
   lost and no file fails for one stray byte.
 - A NUL byte means the file is binary, not text: ``BadFileError``.
+- Bounded work (``ParseLimits``, when the caller passes them): a compressed file inflating past
+  ``max_decompressed_bytes`` (all members together), more than ``max_lines`` lines or more than
+  ``max_blank_run`` blank lines in a row fails with ``BadFileError``. A line longer than
+  ``max_line_bytes`` that does not fit in a block is read past without being kept whole: it
+  becomes a block of its own with a ``LongLine`` (its number, length and start), which the
+  engine rejects as a row. Blank lines are counted in bulk (``bytes.count``/``find``), never
+  one by one, so a file of a billion newlines fails in the time it takes to read the first
+  ``max_blank_run`` of them.
 """
 
 from __future__ import annotations
@@ -28,10 +36,23 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from cdrflow.errors import BadFileError
+from services.parser.limits import DEFAULT_LIMITS, RAW_MAX_CHARS, ParseLimits
 
 BOM = b"\xef\xbb\xbf"
-MAX_DECOMPRESSED = 20 * 1024**3
-"""A compressed file that inflates beyond this (bytes) is refused as a likely zip bomb."""
+MAX_DECOMPRESSED = DEFAULT_LIMITS.max_decompressed_bytes
+"""A compressed file that inflates beyond this (bytes, all members together) is refused as a likely zip bomb."""
+LONG_LINE_HEAD = 4 * RAW_MAX_CHARS
+"""Bytes kept of a line too long to hold (enough for ``RAW_MAX_CHARS`` characters of UTF-8)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """A line longer than ``max_line_bytes``: its 1-based number, its length in bytes (without
+    its line end) and its first characters (for the rejection's ``raw``)."""
+
+    row: int
+    length: int
+    head: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +61,7 @@ class Block:
 
     first_line: int
     data: bytes
+    long_line: LongLine | None = None  # set: the block is this one line, too long to hold (data is b"\n")
     lines: int = field(init=False)  # counted once: a block is megabytes, and callers ask often
 
     def __post_init__(self) -> None:
@@ -55,15 +77,17 @@ class Member:
 
 
 def members(stream: BinaryIO, name: str, *, max_bytes: int = MAX_DECOMPRESSED) -> Iterator[Member]:
-    """The file's readable parts, decompressed transparently."""
+    """The file's readable parts, decompressed transparently; ``max_bytes`` bounds what all the
+    parts of a compressed file together may inflate to."""
     stream = _peekable(stream)
     magic = stream.peek(4)[:4]
+    budget = _Budget(max_bytes)
     if magic[:2] == b"\x1f\x8b":
-        yield Member(name, _Limited(gzip.GzipFile(fileobj=stream), name, max_bytes))
+        yield Member(name, _Limited(gzip.GzipFile(fileobj=stream), name, budget))
     elif magic[:3] == b"BZh":
-        yield Member(name, _Limited(bz2.BZ2File(stream), name, max_bytes))
+        yield Member(name, _Limited(bz2.BZ2File(stream), name, budget))
     elif magic == b"PK\x03\x04" or magic == b"PK\x05\x06":
-        yield from _zip_members(stream, name, max_bytes)
+        yield from _zip_members(stream, name, budget)
     else:
         yield Member(name, stream)
 
@@ -98,7 +122,7 @@ class _RawAdapter(io.RawIOBase):
         return len(data)
 
 
-def _zip_members(stream: io.BufferedReader, name: str, max_bytes: int) -> Iterator[Member]:
+def _zip_members(stream: io.BufferedReader, name: str, budget: _Budget) -> Iterator[Member]:
     if not stream.seekable():
         spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)
         shutil.copyfileobj(stream, spool)
@@ -111,6 +135,10 @@ def _zip_members(stream: io.BufferedReader, name: str, max_bytes: int) -> Iterat
         raise BadFileError(f"not a readable zip archive ({exc})", file=name) from exc
     if not infos:
         raise BadFileError("zip archive has no files in it", file=name)
+    declared = sum(i.file_size for i in infos)
+    if declared > budget.limit:  # the sizes may lie, so what is read is counted too (``_Limited``)
+        raise BadFileError(f"zip archive says its files unpack to {declared:,} bytes, more than "
+                           f"{size_text(budget.limit)} allowed: refused as a likely zip bomb", file=name)
     for info in infos:
         if info.flag_bits & 0x1:
             raise BadFileError(f"zip member {info.filename!r} is encrypted", file=name)
@@ -118,14 +146,35 @@ def _zip_members(stream: io.BufferedReader, name: str, max_bytes: int) -> Iterat
             fh = archive.open(info)
         except (zipfile.BadZipFile, NotImplementedError, OSError) as exc:
             raise BadFileError(f"zip member {info.filename!r} can't be read ({exc})", file=name) from exc
-        yield Member(f"{name}:{info.filename}", _Limited(fh, f"{name}:{info.filename}", max_bytes))
+        yield Member(f"{name}:{info.filename}", _Limited(fh, f"{name}:{info.filename}", budget))
+
+
+def size_text(n: int) -> str:
+    """``4 GiB (4,294,967,296 bytes)`` or ``1,000 bytes``: a limit as an operator reads it."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size:,} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+class _Budget:
+    """Decompressed bytes one file may still inflate to, shared by all its members."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int, member: str) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise BadFileError(f"decompresses to more than {size_text(self.limit)}: "
+                               f"refused as a likely zip bomb (a real file this large must be split)", file=member)
 
 
 class _Limited(io.RawIOBase):
-    """Counts decompressed bytes, refuses more than ``limit``, and turns codec errors into BadFileError."""
+    """Counts decompressed bytes against the file's budget, and turns codec errors into BadFileError."""
 
-    def __init__(self, inner: BinaryIO, name: str, limit: int) -> None:
-        self.inner, self.name, self.limit, self.count = inner, name, limit, 0
+    def __init__(self, inner: BinaryIO, name: str, budget: _Budget) -> None:
+        self.inner, self.name, self.budget = inner, name, budget
 
     def readable(self) -> bool:
         return True
@@ -135,19 +184,24 @@ class _Limited(io.RawIOBase):
             data = self.inner.read(size)
         except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
             raise BadFileError(f"compressed data is damaged or truncated ({exc})", file=self.name) from exc
-        self.count += len(data)
-        if self.count > self.limit:
-            raise BadFileError(f"decompresses to more than {self.limit} bytes: refused as a likely zip bomb",
-                               file=self.name)
+        self.budget.take(len(data), self.name)
         return data
 
 
 class TextSource:
-    """One member's lines, as header lines (``readline``) and then blocks of whole lines."""
+    """One member's lines, as header lines (``readline``) and then blocks of whole lines.
 
-    def __init__(self, member: Member, first_line: int = 1, block_bytes: int = 8 * 1024**2) -> None:
-        self.member, self.block_bytes = member, block_bytes
+    With ``limits`` (the parser passes them; other readers, such as the duplicate comparison,
+    want every line as it is) the file's lines, blank runs and line lengths are bounded; line
+    numbers and blank runs carry on from ``first_line``/``blank_run`` (the previous member's).
+    """
+
+    def __init__(self, member: Member, first_line: int = 1, block_bytes: int = 8 * 1024**2,
+                 limits: ParseLimits | None = None, blank_run: int = 0) -> None:
+        self.member, self.block_bytes, self.limits = member, block_bytes, limits
         self.next_line = first_line  # file line number of the next line handed out
+        self.blank_run = blank_run  # blank lines in a row just before ``next_line``
+        self._run_start = first_line - blank_run
         self._pending = b""
         self._eof = False
         self._started = False
@@ -173,6 +227,30 @@ class TextSource:
                 raise BadFileError("not a text file (contains NUL bytes): is this the right file?", file=self.member.name)
             self._pending += chunk
 
+    def skip_blank_lines(self) -> None:
+        """Drop the blank (or whitespace-only) lines before the next line with text, counting
+        them in bulk: a file of nothing but newlines is read at the speed of ``bytes.count``,
+        not line by line (``readline`` copies what it holds on every call)."""
+        while True:
+            self._fill(1024**2)
+            if not self._pending:
+                return
+            rest = self._pending.lstrip(b" \t\r\n")
+            gap = self._pending[: len(self._pending) - len(rest)]
+            if rest or not self._eof:  # the last spaces may begin a line with text: keep them
+                gap = gap[: max(gap.rfind(b"\n"), gap.rfind(b"\r")) + 1]
+                if not rest and gap.endswith(b"\r"):
+                    gap = gap[:-1]  # may be half of a CRLF: count it with the next read
+            if gap:
+                self._pending = self._pending[len(gap):]
+                self._blank(gap.count(b"\n") + gap.count(b"\r") - gap.count(b"\r\n"))
+            if rest or self._eof:
+                return
+            if not gap:  # one whitespace line longer than what is held: read on (readline bounds it)
+                if self.limits and len(self._pending) > self.limits.max_line_bytes:
+                    return
+                self._fill(len(self._pending) * 2)
+
     def readline(self) -> tuple[int, str] | None:
         """The next line (without its end) and its line number; None at the end."""
         self._fill(64 * 1024)
@@ -180,14 +258,22 @@ class TextSource:
             cut = _line_end(self._pending, first=True)
             if cut >= 0 or self._eof:
                 break
+            self._too_long(len(self._pending))
             self._fill(len(self._pending) * 2)
         if not self._pending:
             return None
         if cut < 0:
             cut = len(self._pending) - 1
         raw, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
-        number, self.next_line = self.next_line, self.next_line + 1
-        return number, _decode(_lf(raw)).rstrip("\n")
+        self._too_long(len(raw.rstrip(b"\r\n")))
+        text = _decode(_lf(raw)).rstrip("\n")
+        if text.strip():
+            self.blank_run = 0
+            number = self._advance(1)
+        else:
+            number = self.next_line
+            self._blank(1)
+        return number, text
 
     def blocks(self) -> Iterator[Block]:
         """The remaining lines in blocks of about ``block_bytes`` (which the caller may tune between blocks)."""
@@ -197,15 +283,113 @@ class TextSource:
                 return
             cut = _line_end(self._pending, first=False)
             if cut < 0 and not self._eof:
-                self._fill(len(self._pending) * 2)  # a very long line: read on until it ends
+                if self.limits is None:
+                    self._fill(len(self._pending) * 2)  # a very long line: read on until it ends
+                elif len(self._pending) > self.limits.max_line_bytes:
+                    yield self._long_line()
+                else:
+                    self._fill(min(len(self._pending) * 2, self.limits.max_line_bytes + 1))
                 continue
             if cut < 0:
                 cut = len(self._pending) - 1
             raw, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
             data = _to_utf8(_lf(raw))
             block = Block(self.next_line, data)
-            self.next_line += block.lines
+            if self.limits is not None:
+                self._blank_runs(block)
+            self._advance(block.lines)
             yield block
+
+    # --- bounds (only with ``limits``) --------------------------------------------------
+
+    def _too_long(self, length: int) -> None:
+        """A header line (or one the format skips) that long fails the file: it can't be rejected as a row."""
+        if self.limits is not None and length > self.limits.max_line_bytes:
+            raise BadFileError(f"line {self.next_line:,}: longer than {size_text(self.limits.max_line_bytes)}, "
+                               f"the most a line may be: not a line of a carrier's file", file=self.member.name)
+
+    def _advance(self, lines: int) -> int:
+        """Hand out ``lines`` lines; returns the number of the first. Checks the line limit."""
+        first, self.next_line = self.next_line, self.next_line + lines
+        if self.limits is not None and self.next_line - 1 > self.limits.max_lines:
+            raise BadFileError(f"has more than {self.limits.max_lines:,} lines, the most a file may have: "
+                               f"split it into smaller files", file=self.member.name)
+        return first
+
+    def _blank(self, count: int) -> None:
+        """``count`` blank lines at ``next_line``, after which the run of blank lines may go on."""
+        if not self.blank_run:
+            self._run_start = self.next_line
+        self.blank_run += count
+        self._check_run()
+        self._advance(count)
+
+    def _check_run(self) -> None:
+        if self.limits is not None and self.blank_run > self.limits.max_blank_run:
+            raise BadFileError(f"line {self._run_start:,}: more than {self.limits.max_blank_run:,} blank lines in a "
+                               f"row: not a file of call records (a file of newlines?)", file=self.member.name)
+
+    def _blank_runs(self, block: Block) -> None:
+        """Carry the run of blank lines through ``block`` (LF-only, starting at a line start) and
+        fail on one too long. Cheap: one ``find`` of a run of newlines, and two short slices."""
+        data, limit = block.data, self.limits.max_blank_run  # type: ignore[union-attr]
+        if block.lines == len(data):  # nothing but newlines
+            if not self.blank_run:
+                self._run_start = block.first_line
+            self.blank_run += len(data)
+            self._check_run()
+            return
+        at = data.find(b"\n" * (limit + 2))  # a line end, then more than ``limit`` empty lines
+        if at >= 0:
+            self._run_start = block.first_line + data.count(b"\n", 0, at + 1)
+            self.blank_run = limit + 1
+            self._check_run()
+        head = data[: limit + 1]
+        leading = len(head) - len(head.lstrip(b"\n"))
+        if leading:
+            if not self.blank_run:
+                self._run_start = block.first_line
+            self.blank_run += leading
+            self._check_run()
+        tail = data[-(limit + 2):]
+        trailing = len(tail) - len(tail.rstrip(b"\n")) - 1  # the last LF ends the last line with text
+        self.blank_run = max(0, trailing)
+        self._run_start = block.first_line + block.lines - self.blank_run
+
+    def _long_line(self) -> Block:
+        """The line at the start of what is held is longer than ``max_line_bytes``: read on to its
+        end keeping only its start, so a 50 MB line costs no more memory than a short one."""
+        head = self._pending[:LONG_LINE_HEAD]
+        length = 0
+        while True:
+            cut = _line_end(self._pending, first=True)
+            if cut >= 0:
+                ending = 2 if cut and self._pending[cut - 1 : cut + 1] == b"\r\n" else 1
+                length += cut + 1 - ending
+                self._pending = self._pending[cut + 1 :]
+                break
+            if self._eof:
+                length += len(self._pending.rstrip(b"\r\n"))
+                self._pending = b""
+                break
+            keep = 1 if self._pending.endswith(b"\r") else 0  # may be half of a CRLF
+            length += len(self._pending) - keep
+            self._pending = self._pending[len(self._pending) - keep :]
+            self._fill(len(self._pending) + 1024**2)
+        number = self.next_line
+        self.blank_run = 0
+        self._advance(1)
+        return Block(number, b"\n", long_line=LongLine(number, length, _decode_head(head)))
+
+
+def _decode_head(head: bytes) -> str:
+    """The start of a line cut at any byte: a UTF-8 character cut in two is dropped, not mis-read."""
+    for trim in range(4):
+        try:
+            return head[: len(head) - trim].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return _decode(head)
 
 
 def _line_end(data: bytes, *, first: bool) -> int:

@@ -9,6 +9,10 @@ instead, which is slower but exact about where each record starts.
 Column count per line: the number of delimiters plus one, less those inside quoted fields.
 In a block with quotes, a line of simple fields in an accepted width is recognised whole by
 one regular expression; only the others are counted, minding quotes (see ``_widths``).
+
+Blank lines cost nothing: a block of nothing but whitespace is dropped whole, unread. A line
+longer than ``max_line_bytes`` is kept (the engine rejects it by its length); the csv module
+is told it may read fields that long, and a longer line never reaches it.
 """
 
 from __future__ import annotations
@@ -48,15 +52,18 @@ def field_name(index: int) -> str:
     return f"f{index}"
 
 
-def tokenise(block: Block, dialect: Dialect, width: int, keep: list[int], widths: tuple[int, ...] = ()) -> pl.DataFrame:
+def tokenise(block: Block, dialect: Dialect, width: int, keep: list[int], widths: tuple[int, ...] = (),
+             *, max_line_bytes: int | None = None) -> pl.DataFrame:
     """Columns ``__row`` (file line), ``__raw`` (the line), ``__width`` (fields found) and
     ``f<i>`` for each 0-based column index in ``keep`` (null where the line is too short).
     Blank lines are dropped: they are neither calls nor rejections."""
+    if block.data.isspace():  # stops at the first byte of text: free for any other block
+        return _empty(keep)
     if dialect.escape is None:
         frame = _fast(block, dialect, width, keep, widths)
         if frame is not None:
             return frame
-    return _exact(block, dialect, keep)
+    return _exact(block, dialect, keep, max_line_bytes)
 
 
 def _fast(block: Block, dialect: Dialect, width: int, keep: list[int], widths: tuple[int, ...]) -> pl.DataFrame | None:
@@ -152,19 +159,32 @@ def _blank_missing(frame: pl.DataFrame, keep: list[int]) -> pl.DataFrame:
         [pl.when(pl.col(WIDTH) > i).then(pl.col(field_name(i))).otherwise(None).alias(field_name(i)) for i in keep])
 
 
-def _exact(block: Block, dialect: Dialect, keep: list[int]) -> pl.DataFrame:
+def _exact(block: Block, dialect: Dialect, keep: list[int], max_line_bytes: int | None = None) -> pl.DataFrame:
     text = block.data.decode("utf-8")
     physical = text.split("\n")
-    reader = dialect.reader(io.StringIO(text, newline=""))
     rows: list[int] = []
     raws: list[str] = []
     widths: list[int] = []
     columns: list[list[str | None]] = [[] for _ in keep]
+    long: set[int] = set()
+    if max_line_bytes is not None:
+        if csv.field_size_limit() < max_line_bytes:
+            csv.field_size_limit(max_line_bytes)  # process-wide, and only ever raised: a field fits in a line
+        long = {i for i, line in enumerate(physical) if len(line) > max_line_bytes}
+        if long:  # each is a row of its own, rejected by its length; the csv module sees a blank line
+            for i in sorted(long):
+                rows.append(block.first_line + i)
+                raws.append(physical[i])
+                widths.append(0)
+                for column in columns:
+                    column.append(None)
+            text = "\n".join("" if i in long else line for i, line in enumerate(physical))
+    reader = dialect.reader(io.StringIO(text, newline=""))
     seen = 0
     for fields in _guarded(reader, block.first_line):
         first, seen = seen, reader.line_num
         raw = "\n".join(physical[first:seen])
-        if not fields or not raw.strip():
+        if not fields or not raw.strip() or first in long:
             continue
         rows.append(block.first_line + first)
         raws.append(raw)
@@ -174,7 +194,8 @@ def _exact(block: Block, dialect: Dialect, keep: list[int]) -> pl.DataFrame:
     data: dict[str, object] = {ROW: pl.Series(rows, dtype=pl.Int64), RAW: pl.Series(raws, dtype=pl.String),
                                WIDTH: pl.Series(widths, dtype=pl.Int32)}
     data |= {field_name(i): pl.Series(col, dtype=pl.String) for i, col in zip(keep, columns, strict=True)}
-    return pl.DataFrame(data)
+    frame = pl.DataFrame(data)
+    return frame.sort(ROW) if long else frame
 
 
 def _guarded(reader, first_line: int):  # type: ignore[no-untyped-def]

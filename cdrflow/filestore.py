@@ -4,6 +4,10 @@ A file's address is the SHA-256 of its bytes. Writes are atomic (temp file in
 the store, fsync, rename, fsync of the directory), so a crash leaves either
 the whole file or nothing, and any file can be read back byte for byte to be
 re-parsed or to trace an invoice to its source.
+
+A temp file is named ``incoming-<pid>-<random>`` after the process writing it, so
+one left by a writer killed mid-file (kill -9 mid-upload) can be told from one
+still being written: ``FileStore.sweep_temporary`` removes the former.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,10 @@ from typing import BinaryIO
 from cdrflow.errors import BadFileError, FileStoreError
 
 CHUNK = 1 << 20
+TEMP_PREFIX = "incoming-"
+TEMP_MAX_AGE_S = 24 * 3600
+"""A temp file untouched this long is abandoned whoever its pid names: the pid may have been
+reused by another process, or the store may be shared by writers on other hosts."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +85,58 @@ class FileStore:
         finally:
             writer.abort()
 
+    def sweep_temporary(self, max_age_s: float = TEMP_MAX_AGE_S) -> int:
+        """Remove temp files left by writers that died mid-file; returns how many were removed.
+
+        A temp file goes when the process its name carries is no longer running on this host,
+        or when it was last written more than ``max_age_s`` seconds ago (one named without a
+        pid, by an older version, only then); a temp file of a running writer is kept. Safe
+        to run while other processes write to the store."""
+        removed = 0
+        now = time.time()
+        try:
+            candidates = list((self.root / "tmp").glob(TEMP_PREFIX + "*"))
+        except OSError as exc:
+            raise FileStoreError(f"file store at {self.root} can't be listed: {exc}") from exc
+        for path in candidates:
+            try:
+                stale = now - path.stat().st_mtime > max_age_s
+                pid = _writer_pid(path.name)
+                if stale or (pid is not None and not _is_running(pid)):
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # its writer finished (renamed it into place) or gave up meanwhile
+            except OSError as exc:
+                raise FileStoreError(f"file store at {self.root} can't remove {path.name}: {exc}") from exc
+        return removed
+
     def _begin(self) -> _Writer:
         try:
             (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="incoming-")
+            fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         except OSError as exc:
             raise FileStoreError(f"file store at {self.root} is not writable: {exc}") from exc
         return _Writer(self, os.fdopen(fd, "wb"), Path(tmp))
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid in ``incoming-<pid>-<random>``; None for a name without one (an older version's)."""
+    pid, sep, _ = name.removeprefix(TEMP_PREFIX).partition("-")
+    return int(pid) if sep and pid.isdigit() and int(pid) > 0 else None
+
+
+def _is_running(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    except OverflowError:
+        return False
+    return True
 
 
 class _Writer:

@@ -184,7 +184,8 @@ def demo(settings: Settings) -> None:
 def upload(ctx: click.Context, path: Path, carrier: str, kind: str, period: str, direction: str) -> None:
     """Upload a carrier file; prints its file id."""
     reply = _admin(ctx).upload(path, carrier=carrier, kind=kind, period=period, direction=direction)
-    click.echo(f"{reply['file_id']} {reply['fingerprint']} {reply['size']} bytes")
+    click.echo(f"{reply['file_id']} {reply['fingerprint']} {reply['size']} bytes"
+               + ("" if reply.get("announced", True) else QUEUED_NOTE))
 
 
 @main.command()
@@ -194,7 +195,11 @@ def upload(ctx: click.Context, path: Path, carrier: str, kind: str, period: str,
 def bill(ctx: click.Context, customer: str, period: str) -> None:
     """Close a billing run: the invoicer issues the customer's invoice for the period."""
     reply = _admin(ctx).close_run(customer, period)
-    click.echo(f"billing run {reply['run_id']} closed for {customer} {reply['period']}")
+    if reply.get("already"):
+        click.echo(f"{customer} {reply['period']} is invoiced already: {reply['invoice_number']} (nothing new made)")
+        return
+    click.echo(f"billing run {reply['run_id']} closed for {customer} {reply['period']}"
+               + ("" if reply.get("announced", True) else QUEUED_NOTE))
 
 
 @main.command()
@@ -242,7 +247,7 @@ def carriers_rules(settings: Settings, code: str, hold_same_name: bool) -> None:
     click.echo(f"carrier {code}: same-name rule {'on' if hold_same_name else 'off'}")
 
 
-from cdrflow.cli_files import files  # noqa: E402  (files: list, show, release, discard)
+from cdrflow.cli_files import QUEUED_NOTE, files  # noqa: E402  (files: list, show, release, discard, retry)
 
 main.add_command(files)
 
@@ -264,3 +269,7 @@ from cdrflow.cli_formats import formats, parse  # noqa: E402  (commands of the C
 
 main.add_command(parse)
 main.add_command(formats)
+
+from cdrflow.cli_dlq import dlq  # noqa: E402  (dead letters: list, show, replay)
+
+main.add_command(dlq)

@@ -17,14 +17,14 @@ def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.group(invoke_without_command=True)
 @click.option("--carrier", default=None, help="only this carrier's files")
 @click.option("--kind", type=click.Choice(["cdr", "sdr"]), default=None)
-@click.option("--status", default=None, help="held, accepted, discarded, parsed, rated, failed")
+@click.option("--status", default=None, help="arriving, held, accepted, discarded, parsed, rated, failed")
 @click.option("--month", default=None, metavar="YYYY-MM",
               help="billing period: files with calls (or fees) in that month; unparsed files by arrival")
 @click.option("--period", type=click.Choice(["daily", "monthly"]), default=None, help="daily or monthly files")
 @click.pass_context
 def files(ctx: click.Context, carrier: str | None, kind: str | None, status: str | None, month: str | None,
           period: str | None) -> None:
-    """List files (or: files show|release|discard FILE_ID)."""
+    """List files (or: files show|release|discard|retry FILE_ID)."""
     if ctx.invoked_subcommand is None:
         for f in _admin(ctx).files(status, carrier=carrier, kind=kind, month=month, period=period):
             click.echo(f"{f['file_id']}  {f['status']:9} {f['carrier']:10} {f['kind']} {f['period']:7} "
@@ -76,11 +76,18 @@ def _echo_comparison(c: dict[str, Any]) -> None:
         click.echo(f"      candidate: {diff['candidate'] if diff['candidate'] is not None else '(file ended)'}")
 
 
+QUEUED_NOTE = "  (the broker is not reachable: the request is stored and goes on by itself when it is back)"
+
+
 def _command(ctx: click.Context, file_id: str, command: str, reason: str, operator: str) -> None:
     reply = _admin(ctx).file_command(file_id, command, reason=reason, operator=operator)
-    done = {"release": "released", "discard": "discarded", "bill-overlaps": "set to bill its overlapping calls",
+    done = {"release": "released", "discard": "discarded", "retry": "retried",
+            "bill-overlaps": "set to bill its overlapping calls",
             "skip-overlaps": "set to skip its overlapping calls"}[command]
-    click.echo(f"{file_id} was {done} already" if reply.get("already") else f"{command} of {file_id} requested")
+    if reply.get("already"):
+        click.echo(f"{file_id} was {done} already")
+    else:
+        click.echo(f"{command} of {file_id} requested" + ("" if reply.get("announced", True) else QUEUED_NOTE))
 
 
 _reason = click.option("--reason", required=True, help="why: recorded with who and when")
@@ -106,6 +113,16 @@ def files_release(ctx: click.Context, file_id: str, reason: str, operator: str) 
 def files_discard(ctx: click.Context, file_id: str, reason: str, operator: str) -> None:
     """A held file is kept in the store but never billed."""
     _command(ctx, file_id, "discard", reason, operator)
+
+
+@files.command("retry")
+@click.argument("file_id")
+@click.option("--reason", default="", help="why (recorded with who and when)")
+@_operator
+@click.pass_context
+def files_retry(ctx: click.Context, file_id: str, reason: str, operator: str) -> None:
+    """A failed or stuck file goes through parsing, rating and storing again (nothing is stored twice)."""
+    _command(ctx, file_id, "retry", reason, operator)
 
 
 @files.command("overlaps")

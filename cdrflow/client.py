@@ -77,3 +77,19 @@ class AdminClient:
     def recon(self) -> list[dict[str, Any]]:
         """Calls in reconciliation (no customer or no rate), grouped."""
         return self._call("GET", "/recon")
+
+    def dead_letters(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Dead letters (messages a service could not process), oldest first, without their payloads."""
+        return self._call("GET", "/dead-letters", params={"service": service} if service else None)
+
+    def dead_letter(self, letter_id: int | str) -> dict[str, Any]:
+        """One dead letter with its original payload (``payload_encoding``: utf-8 or base64)."""
+        return self._call("GET", f"/dead-letters/{letter_id}")
+
+    def replay_dead_letter(self, letter_id: int | str, reason: str | None = None,
+                           operator: str | None = None) -> dict[str, Any]:
+        """Send a dead letter's original message to its original topic again; refused
+        (AdminApiError, HTTP 409) if it was replayed before: a replay goes through once."""
+        headers = {"x-operator": operator} if operator else None
+        return self._call("POST", f"/dead-letters/{letter_id}/replay", json={"reason": reason or ""},
+                          headers=headers)

@@ -44,6 +44,11 @@ class BadEventError(InputError):
     """A message on the bus is not a valid cdrflow event (goes to the dead-letter topic)."""
 
 
+class EventRefusedError(InputError):
+    """The broker refuses one event for what it is (too large, invalid), not for its own state:
+    sending it again can never succeed, so the message that caused it is dead-lettered."""
+
+
 # --- configuration -----------------------------------------------------------
 
 
@@ -68,3 +73,8 @@ class DatabaseError(InfrastructureError):
 
 class FileStoreError(InfrastructureError):
     """The content-addressed file store could not write or read a file."""
+
+
+class NotYetVisibleError(InfrastructureError):
+    """An event names state this service can't see (yet): retried for a bounded time, then
+    dead-lettered with this reason, so a stage never waits forever on something that isn't there."""

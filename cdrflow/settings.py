@@ -48,6 +48,12 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    visibility_timeout_seconds: float = 60.0
+    """How long a service retries an event naming state it can't see before dead-lettering it."""
+
+    stuck_after_minutes: float = 15.0
+    """A file accepted or parsed and unchanged for this long is shown ``stuck`` with where it stopped."""
+
     # --- collection (docs/collection.md) ---
     secret_key: str | None = Field(default=None, repr=False)
     """Fernet key that encrypts source passwords and private keys at rest (``cdrflow sources keygen``)."""

@@ -1,32 +1,47 @@
-"""The service loop: consume, handle in one database transaction, produce, checkpoint.
+"""The service loop: consume, handle in one database transaction, commit, publish, checkpoint.
 
 Delivery is at-least-once and every handler is idempotent, so the only thing
 the loop must get right is the *order* of its steps (see ``_checkpoint``).
+
+Why publish-after-commit and not an outbox for every event: both keep the order "state
+committed before anyone hears of it". An outbox writes every event's bytes into the database
+and reads them back (a million-call file is ~250 MB of batches through the database twice),
+where the spool keeps them in memory or a temporary file for the seconds between commit and
+acknowledgement. What the outbox adds, surviving a crash between commit and publish, the
+handler contract gives already: the message is read again and the handler re-yields the same
+events with the same ids from committed state. ``bench/bench_checkpoint.py`` measures both.
+The outbox stays where no message would be read again: operator requests (an upload, a
+billing run, a replay) and invoice-issued, which leaves the system.
 """
 
 from __future__ import annotations
 
-import base64
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from sqlalchemy.orm import Session
 
+from cdrflow.bus.deadletter import Failure, dead_letter_event, record_dead_letter
+from cdrflow.bus.kafkalog import client_logging
 from cdrflow.bus.producer import EventProducer
+from cdrflow.bus.spool import Spool
 from cdrflow.bus.topics import Topic, dead_letter_name, topic_name
 from cdrflow.db import Database
-from cdrflow.errors import BrokerError, InfrastructureError
-from cdrflow.events import Event, EventType, event_id
+from cdrflow.errors import BrokerError, EventRefusedError, InfrastructureError, NotYetVisibleError
+from cdrflow.events import Event
 from cdrflow.log import get_logger
+from cdrflow.stopping import STOP_GRACE_S, exit_if_not_stopped_in
 
 log = get_logger(__name__)
 
 MAX_BACKOFF_S = 30.0
+VISIBILITY_TIMEOUT_S = 60.0
+"""How long an event naming state this service can't see is retried before it is dead-lettered."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +53,27 @@ class Outgoing:
     event: Event
 
 
-Handler = Callable[[Event, Session], Iterable[Outgoing]]
+class _Retract:
+    """Yielded by a handler to take back every event it yielded so far for this message (a
+    file that fails half-way must not announce its first batches). Nothing was sent yet:
+    events wait in the spool until the transaction commits."""
+
+    def __repr__(self) -> str:
+        return "RETRACT"
+
+
+RETRACT = _Retract()
+
+Handler = Callable[[Event, Session], Iterable["Outgoing | _Retract"]]
 """Handles one event inside one database transaction; yields the events it causes.
 
 Handlers must be idempotent and deterministic given committed state: the same
-message may arrive again after a crash at any step."""
+message may arrive again after a crash at any step, and must then yield the same
+events with the same ids (nothing it yielded before may be assumed published)."""
+
+
+class _Stop(Exception):
+    """The service was told to stop in the middle of a message; it repeats after the restart."""
 
 
 class ServiceLoop:
@@ -59,6 +90,7 @@ class ServiceLoop:
         producer: EventProducer | None = None,
         on_idle: Callable[[], None] | None = None,
         poll_timeout: float = 0.5,
+        visibility_timeout: float = VISIBILITY_TIMEOUT_S,
     ) -> None:
         self.service = service
         self.namespace = namespace
@@ -66,6 +98,7 @@ class ServiceLoop:
         self.producer = producer or EventProducer(bootstrap, client_id=f"{namespace}.{service}")
         self.on_idle = on_idle
         self.poll_timeout = poll_timeout
+        self.visibility_timeout = visibility_timeout
         self._handlers = {topic_name(namespace, t): (t, h) for t, h in handlers.items()}
         self._consumer = Consumer(
             {
@@ -82,22 +115,30 @@ class ServiceLoop:
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
                 "max.poll.interval.ms": 600000,
-            }
+            } | client_logging(f"{namespace}.{service}")
         )
-        self._stopping = False
+        self._stopping = threading.Event()
 
     def stop(self, *_: Any) -> None:
-        self._stopping = True
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+        def on_signal(*_: Any) -> None:
+            exit_if_not_stopped_in(STOP_GRACE_S)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
 
     def run(self) -> None:
         self._consumer.subscribe(list(self._handlers))
         log.info("service_started", topics=sorted(self._handlers))
         try:
-            while not self._stopping:
+            while not self.stopping:
                 msg = self._consumer.poll(self.poll_timeout)
                 if msg is None:
                     self._idle()
@@ -115,87 +156,117 @@ class ServiceLoop:
 
     def _process_with_retry(self, msg: Message) -> None:
         """Infrastructure failures (database, broker, file store) are retried with backoff,
-        never dead-lettered: the message is fine, the world is not."""
+        never dead-lettered: the message is fine, the world is not. The one exception is an
+        event naming state this service still can't see after ``visibility_timeout``: that is
+        dead-lettered with the reason, so the partition never waits on it forever."""
         backoff = 0.5
-        while not self._stopping:
+        first_unseen: float | None = None
+        while not self.stopping:
             try:
                 self._checkpoint(msg)
                 return
+            except _Stop:
+                return
+            except NotYetVisibleError as exc:
+                first_unseen = first_unseen or time.monotonic()
+                waited = time.monotonic() - first_unseen
+                if waited >= self.visibility_timeout:
+                    self._give_up(msg, NotYetVisibleError(f"{exc} (still not there after {waited:.0f}s)"))
+                    return
+                self._log_retry(msg, exc, backoff)
             except InfrastructureError as exc:
-                log.warning(
-                    "retrying_after_infrastructure_error",
-                    topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                    error=str(exc), retry_in_s=backoff,
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                self._log_retry(msg, exc, backoff)
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _log_retry(self, msg: Message, exc: Exception, backoff: float) -> None:
+        log.warning("retrying_after_infrastructure_error", topic=msg.topic(), partition=msg.partition(),
+                    offset=msg.offset(), error_type=type(exc).__name__, error=str(exc)[:500], retry_in_s=backoff)
 
     def _checkpoint(self, msg: Message) -> None:
         """Process one message to completion. The steps, in this order:
 
         1. decode the event envelope (an undecodable message is dead-lettered);
-        2. run the handler in one database transaction, producing the events it
-           yields as they come, then commit the transaction;
-        3. flush the producer: every produced event is acknowledged (acks=all);
-        4. store the message's offset, so the background commit may include it.
+        2. run the handler in one database transaction; each event it yields is
+           serialised and checked against the broker's size limit (an event too large
+           is this message's fault: the transaction rolls back and the message is
+           dead-lettered) and held in a spool, *not* sent;
+        3. commit the transaction;
+        4. publish the spooled events and flush the producer: every one acknowledged
+           by the broker (acks=all);
+        5. store the message's offset, so the background commit may include it.
 
-        A crash between any two steps repeats the message from step 1; events
-        repeat with the same ids and every effect is keyed, so repeats are no-ops.
+        Nothing downstream can hear of state before it is committed (3 before 4), and
+        the offset never moves past work whose events are not acknowledged (4 before 5).
+        A crash between any two steps repeats the message from step 1: the handler
+        re-yields the same events with the same ids, and every effect is keyed, so
+        repeats are no-ops. A failure in 4 that is the event's fault (the broker refuses
+        it) dead-letters the message; one that is the broker's is retried from step 1.
         """
         topic, handler = self._handlers[msg.topic()]
+        event: Event | None = None
+        spool = Spool()
         try:
-            event = Event.from_bytes(msg.value())
-            with self.database.transaction() as session:
-                for out in handler(event, session):
-                    self.producer.send(topic_name(self.namespace, out.topic), out.key, out.event)
-            self.producer.flush()
-        except InfrastructureError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - anything else is this message's fault
-            self._dead_letter(msg, topic, exc)
-        self._consumer.store_offsets(message=msg)
+            try:
+                event = Event.from_bytes(msg.value())  # 1
+                with self.database.transaction() as session:  # 2, then 3 on leaving the block
+                    for out in handler(event, session):
+                        if out is RETRACT:
+                            spool.close()
+                            spool = Spool()
+                            continue
+                        assert isinstance(out, Outgoing)
+                        payload = out.event.to_bytes()
+                        self.producer.check_size(payload, topic_name(self.namespace, out.topic))
+                        spool.add(topic_name(self.namespace, out.topic), out.key, payload)
+                        if self.stopping:
+                            raise _Stop
+                for name, key, payload in spool:  # 4
+                    self.producer.send_raw(name, key, payload)
+                self.producer.flush(stopping=lambda: self.stopping)
+            except (InfrastructureError, _Stop):
+                if self.stopping:
+                    raise _Stop from None
+                raise
+            except Exception as exc:  # noqa: BLE001 - anything else is this message's fault
+                self._give_up(msg, exc, event)
+                return
+        finally:
+            spool.close()
+        self._consumer.store_offsets(message=msg)  # 5
 
-    def _dead_letter(self, msg: Message, topic: Topic, exc: Exception) -> None:
-        """Park the message with its error on the topic's dead-letter topic; the stream goes on."""
-        payload = msg.value() or b""
-        try:
-            text, encoding = payload.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
-        where = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
-        key = msg.key()
-        letter = Event(
-            type=EventType.DEAD_LETTERED,
-            source=f"cdrflow/{self.service}",
-            subject=where,
-            id=event_id(EventType.DEAD_LETTERED, self.service, where),
-            data={
-                "service": self.service,
-                "topic": msg.topic(),
-                "partition": msg.partition(),
-                "offset": msg.offset(),
-                "key": key.decode("utf-8", "replace") if key else None,
-                "error_type": type(exc).__name__,
-                "error": str(exc) or repr(exc),
-                "payload": text,
-                "payload_encoding": encoding,
-                "failed_at": datetime.now(UTC).isoformat(),
-            },
-        )
-        log.error("message_dead_lettered", topic=msg.topic(), offset=msg.offset(),
-                  error_type=type(exc).__name__, error=str(exc))
-        self.producer.send(dead_letter_name(self.namespace, topic), where, letter)
-        self.producer.flush()
+    def _give_up(self, msg: Message, exc: Exception, event: Event | None = None) -> None:
+        """Dead-letter the message and store its offset: the stream goes on. The steps:
+        keep the letter and fail its file (one transaction), publish it on the dead-letter
+        topic, flush, store the offset. A failure of the first three is retried like any
+        infrastructure failure (the letter is kept once, whatever the repeats)."""
+        topic, _ = self._handlers[msg.topic()]
+        if event is None:
+            try:
+                event = Event.from_bytes(msg.value())
+            except Exception:  # noqa: BLE001 - undecodable: the letter carries the raw payload
+                event = None
+        failure = Failure(service=self.service, topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                          key=msg.key(), payload=msg.value() or b"", error=exc, event=event)
+        with self.database.transaction() as session:
+            letter_id = record_dead_letter(session, failure)
+        log.error("message_dead_lettered", topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                  dead_letter_id=letter_id, file_id=failure.file_id, error_type=type(exc).__name__,
+                  error=failure.error_text[:500])
+        letter = dead_letter_event(failure, letter_id)
+        self.producer.send(dead_letter_name(self.namespace, topic), failure.where, letter)
+        self.producer.flush(stopping=lambda: self.stopping)
+        self._consumer.store_offsets(message=msg)
 
     # --- housekeeping ----------------------------------------------------------
 
     def _idle(self) -> None:
-        if self.on_idle is None:
+        if self.on_idle is None or self.stopping:
             return
         try:
             self.on_idle()
-        except InfrastructureError as exc:
-            log.warning("idle_task_failed", error=str(exc))
+        except (InfrastructureError, EventRefusedError) as exc:
+            log.warning("idle_task_failed", error_type=type(exc).__name__, error=str(exc)[:500])
 
     def _on_consumer_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -203,10 +274,18 @@ class ServiceLoop:
         log.warning("consumer_error", error=error.str())
 
     def _close(self) -> None:
-        try:
-            self._consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("final_commit_failed", error=str(exc))
-        self._consumer.close()
+        """Commit the stored offsets and leave the group, in the background of a watchdog:
+        with the broker down either can block, and a stop must not wait on the broker."""
+        def close() -> None:
+            try:
+                self._consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    log.warning("final_commit_failed", error=str(exc))
+            self._consumer.close()
 
+        closer = threading.Thread(target=close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(STOP_GRACE_S - 1)
+        if closer.is_alive():
+            log.warning("consumer_close_abandoned", reason="broker unreachable", after_s=STOP_GRACE_S - 1)

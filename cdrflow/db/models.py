@@ -25,9 +25,10 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from cdrflow.db.types import Money, UtcDateTime
+from cdrflow.reasons import shorten
 
 
 class Base(DeclarativeBase):
@@ -175,6 +176,10 @@ class File(Base):
     rejected: Mapped[int | None] = mapped_column(Integer)
     calls: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    @validates("status_reason")
+    def _short_reason(self, _key: str, reason: str | None) -> str | None:
+        return shorten(reason)
 
     def metadata_for_event(self) -> dict[str, object]:
         """The file's metadata as every file-level event carries it."""
@@ -390,6 +395,7 @@ class OutboxEntry(Base):
     """An event committed with the state change it announces, published afterwards."""
 
     __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_publisher_pending", "publisher", "published_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -398,6 +404,41 @@ class OutboxEntry(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    publisher: Mapped[str] = mapped_column(String(32), default="invoicer", server_default="invoicer")
+    """The service whose relay publishes the entry (``admin`` for uploads, billing runs and
+    replays; ``invoicer`` for invoice-issued), so two services' relays never race for a row."""
+
+
+class DeadLetter(Base):
+    """A message a service could not process, kept with its error and original payload.
+
+    Also published to the topic's dead-letter topic; this row is what operators list, show and
+    replay (``cdrflow dlq``). Unique by where the message was read, so a repeat of the same
+    failure (a crash after dead-lettering) records it once."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("service", "topic", "partition", "offset", name="uq_dead_letters_where"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(32), index=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str | None] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(String(200))
+    event_type: Mapped[str | None] = mapped_column(String(200))
+    file_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    """The file the message was about, when it names one (that file is then marked failed)."""
+    file_status: Mapped[str | None] = mapped_column(String(16))
+    """The file's status before this letter failed it: a replay puts it back, so the replayed
+    message finds the file where it was."""
+    error_type: Mapped[str] = mapped_column(String(100))
+    error: Mapped[str] = mapped_column(Text)
+    """Truncated to ``REASON_MAX_CHARS``; the payload is kept whole."""
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    failed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    replayed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class Source(Base):

@@ -1,9 +1,17 @@
 """The operator HTTP API (Starlette). Every action an operator takes becomes an event;
-the API never changes pipeline state behind the services' backs."""
+the API never changes pipeline state behind the services' backs.
+
+Replies are true whatever the broker does: an upload, a billing run or a file command is
+written to the transactional outbox in one database transaction, so once the API answers
+``202 Accepted`` its event is sure to follow (the relay publishes it, after a broker outage
+or a restart of this process too). The reply says whether the broker has it already
+(``announced``); a request refused (422, 404, 409) did nothing at all."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select
@@ -16,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cdrflow.bus import Topic, topic_name
+from cdrflow.bus.outbox import OutboxRelay, RelayThread, add_to_outbox
 from cdrflow.db.models import Customer, Invoice
 from cdrflow.errors import CdrflowError, InfrastructureError, InputError
 from cdrflow.events import Event, EventType, event_id
@@ -23,6 +32,7 @@ from cdrflow.filestore import StoredFile
 from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.dlq_api import dlq_routes
 from services.admin.files_api import files_routes
 from services.admin.formats_api import format_routes
 from services.admin.reference_api import reference_routes
@@ -32,6 +42,12 @@ log = get_logger(__name__)
 
 UPLOAD_FIELDS = ("carrier", "kind", "period", "direction")
 """What an uploaded file must be told: these are never guessed for uploads."""
+
+ANNOUNCE_WAIT_S = 5.0
+"""How long a request waits for the broker to acknowledge its event before answering
+``announced: false`` (the event is in the outbox all the same, and goes out when it can)."""
+
+QUEUED = "the broker is not reachable: it is stored and will go on by itself when the broker is back"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -51,10 +67,22 @@ def invoice_view(invoice: Invoice) -> dict[str, Any]:
 
 def create_app(runtime: Runtime) -> Starlette:
     ns = runtime.settings.namespace
+    relay = RelayThread(OutboxRelay(runtime.database, lambda: runtime.producer, publisher="admin"))
 
-    def publish(topic: Topic, key: str, event: Event) -> None:
-        runtime.producer.send(topic_name(ns, topic), key, event)
-        runtime.producer.flush(timeout=30)
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        relay.start()
+        try:
+            yield
+        finally:
+            relay.stop(timeout=1)
+
+    def publish(topic: Topic, key: str, event: Event) -> bool:
+        """Queue the event in the outbox (committed: it will be published), then wait a little
+        for the broker's acknowledgement. Returns whether the broker has it already."""
+        with runtime.database.transaction() as session:
+            add_to_outbox(session, topic_name(ns, topic), key, event, publisher="admin")
+        return relay.wait_published(event.id, ANNOUNCE_WAIT_S)
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -65,11 +93,13 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def announce_upload(stored: StoredFile, meta: FileMetadata, uploaded_name: str) -> Response:
         event = file_arrived(stored, meta, runtime.source, {"uploaded_name": uploaded_name})
-        await run_in_threadpool(publish, Topic.FILE_ARRIVED, stored.fingerprint, event)
+        announced = await run_in_threadpool(publish, Topic.FILE_ARRIVED, stored.fingerprint, event)
         log.info("file_uploaded", file_id=event.data["file_id"], fingerprint=stored.fingerprint,
-                 size=stored.size, carrier=meta.carrier, original_name=meta.original_name)
+                 size=stored.size, carrier=meta.carrier, original_name=meta.original_name, announced=announced)
         return JSONResponse({"file_id": event.data["file_id"], "fingerprint": stored.fingerprint,
-                             "size": stored.size}, status_code=201)
+                             "size": stored.size, "announced": announced,
+                             "message": "file received" if announced else f"file received; {QUEUED}"},
+                            status_code=202)
 
     async def upload(request: Request) -> Response:
         """``POST /files``: a multipart form (fields carrier, kind, period, direction and a ``file``
@@ -112,20 +142,30 @@ def create_app(runtime: Runtime) -> Starlette:
             return _error(400, "a billing run needs 'customer' and 'period' (YYYY-MM)")
         period = month_period(label)
 
-        def known() -> bool:
+        def known() -> tuple[bool, str | None]:
             with runtime.database.transaction() as session:
-                return session.get(Customer, customer) is not None
+                if session.get(Customer, customer) is None:
+                    return False, None
+                return True, session.scalar(select(Invoice.number).where(
+                    Invoice.customer == customer, Invoice.period_start == period.start,
+                    Invoice.period_end == period.end))
 
-        if not await run_in_threadpool(known):
+        exists, invoiced = await run_in_threadpool(known)
+        if not exists:
             return _error(404, f"unknown customer {customer!r}")
+        if invoiced:
+            return JSONResponse({"customer": customer, "period": period.label, "already": True,
+                                 "invoice_number": invoiced}, status_code=200)
         run_id = str(uuid.uuid4())
         event = Event(type=EventType.RUN_CLOSED, source=runtime.source, subject=f"{customer}/{period.label}",
                       id=event_id(EventType.RUN_CLOSED, run_id),
                       data={"run_id": run_id, "customer": customer, "period": period.label,
                             "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
                             "trigger": "manual"})
-        await run_in_threadpool(publish, Topic.RUN_CLOSED, customer, event)
-        return JSONResponse({"run_id": run_id, "customer": customer, "period": period.label}, status_code=202)
+        announced = await run_in_threadpool(publish, Topic.RUN_CLOSED, customer, event)
+        return JSONResponse({"run_id": run_id, "customer": customer, "period": period.label, "announced": announced,
+                             "message": "billing run closed" if announced else f"billing run closed; {QUEUED}"},
+                            status_code=202)
 
     def list_invoices(request: Request) -> Response:
         with runtime.database.transaction() as session:
@@ -161,10 +201,12 @@ def create_app(runtime: Runtime) -> Starlette:
         return _error(500, str(exc))
 
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/health", health),
             Route("/files", upload, methods=["POST"]),
             *files_routes(runtime, publish),
+            *dlq_routes(runtime, on_queued=relay.wake),
             Route("/billing-runs", close_run, methods=["POST"]),
             Route("/invoices", list_invoices, methods=["GET"]),
             Route("/invoices/{number}", show_invoice, methods=["GET"]),

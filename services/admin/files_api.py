@@ -1,16 +1,22 @@
 """The operator's view of files: list with filters, one file in detail with its rejections and
-the files it may repeat (compared side by side); release or discard of a held file; billing or
-skipping a file's overlapping calls.
+the files it may repeat (compared side by side); release or discard of a held file; retry of a
+failed or stuck file; billing or skipping a file's overlapping calls.
 
-Commands are admin-command events: release and discard are handled by the dedupe service,
-bill-overlaps and skip-overlaps by the invoicer. This API only checks the file's state first,
-so that an operator gets the reason for a refusal at once.
+Commands are admin-command events: release, discard and retry are handled by the dedupe
+service, bill-overlaps and skip-overlaps by the invoicer. This API only checks the file's state
+first, so that an operator gets the reason for a refusal at once.
+
+A file that stops moving says so: one accepted or parsed and unchanged for longer than
+``stuck_after_minutes`` is shown ``stuck`` with where it stopped; one whose message was
+dead-lettered is ``failed`` with the service's reason. An upload stored while the broker was
+down is shown ``arriving`` until its file-arrived event is published.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select
@@ -21,27 +27,44 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cdrflow.bus import Topic
-from cdrflow.db.models import Call, Carrier, CarrierTransaction, File, FileDecision, RejectedRow
+from cdrflow.bus import Topic, topic_name
+from cdrflow.db.models import Call, Carrier, CarrierTransaction, File, FileDecision, OutboxEntry, RejectedRow
 from cdrflow.errors import BadFileError, InputError
 from cdrflow.events import Event, EventType
 from cdrflow.runtime import Runtime
 from services.dedupe.compare import dates_as_text, first_difference, profile
-from services.dedupe.service import COMMANDS, candidate_view, candidates_of
+from services.dedupe.service import COMMANDS, RETRY, RETRYABLE, candidate_view, candidates_of
 from services.invoicer.overlap import OVERLAP_COMMANDS
 from services.invoicer.periods import month_period
 from services.parser.formats import carrier_format
 
-Publish = Callable[[Topic, str, Event], None]
+Publish = Callable[[Topic, str, Event], bool]
+"""Queues an event in the outbox; returns whether the broker acknowledged it already."""
 FILTERS = ("carrier", "kind", "status", "period", "direction", "channel")
 """Exact-match filters of ``GET /files``; ``month`` (the billing period, YYYY-MM) is the other one."""
 REJECTIONS_SHOWN = 200
+STAGE_OF = {"accepted": "parsing", "parsed": "rating"}
+"""Where a file in each in-flight status is waiting: the stage that moves it next."""
 
 
-def file_view(file: File, candidates: list[File] | None = None) -> dict[str, Any]:
+def stuck_reason(file: File, stuck_after: timedelta, now: datetime | None = None) -> str | None:
+    """Why a file that stopped moving is stuck, or None while it is moving (or done)."""
+    stage = STAGE_OF.get(file.status)
+    if stage is None:
+        return None
+    idle = (now or datetime.now(UTC)) - file.updated_at
+    if idle < stuck_after:
+        return None
+    return (f"stuck at {stage}: {file.status} {int(idle.total_seconds() // 60)} min ago and not moved since "
+            f"(cdrflow dlq list shows failed messages; cdrflow files retry {file.id} sends it through again)")
+
+
+def file_view(file: File, candidates: list[File] | None = None, stuck_after: timedelta | None = None) -> dict[str, Any]:
+    stuck = stuck_reason(file, stuck_after) if stuck_after is not None else None
     view = file.metadata_for_event() | {
         "content_fingerprint": file.content_fingerprint, "channel": file.channel,
-        "received_at": file.received_at.isoformat(), "status": file.status, "status_reason": file.status_reason,
+        "received_at": file.received_at.isoformat(), "status": file.status,
+        "status_reason": stuck or file.status_reason, "stuck": stuck is not None,
         "hold_reason": file.hold_reason, "rows": file.rows, "rejected": file.rejected, "calls": file.calls,
         "overlapping_calls": file.overlapping_calls, "overlaps": file.overlaps, "overlap_policy": file.overlap_policy,
     }
@@ -57,7 +80,27 @@ def list_files(session: Session, query: dict[str, str], runtime: Runtime) -> lis
             stmt = stmt.where(getattr(File, name) == value)
     if label := query.get("month"):
         stmt = stmt.where(in_billing_period(label, runtime))
-    return [file_view(f) for f in session.scalars(stmt)]
+    stuck_after = timedelta(minutes=runtime.settings.stuck_after_minutes)
+    views = [file_view(f, stuck_after=stuck_after) for f in session.scalars(stmt)]
+    if not any(query.get(name) for name in (*FILTERS, "month")) or query.get("status") == "arriving":
+        views.extend(arriving_files(session, runtime))
+    return views
+
+
+def arriving_files(session: Session, runtime: Runtime) -> list[dict[str, Any]]:
+    """Uploads stored while the broker was down: their file-arrived event waits in the outbox."""
+    arrived = topic_name(runtime.settings.namespace, Topic.FILE_ARRIVED)
+    pending = session.scalars(select(OutboxEntry).where(OutboxEntry.topic == arrived,
+                                                        OutboxEntry.published_at.is_(None)).order_by(OutboxEntry.id))
+    return [arriving_view(Event.from_bytes(entry.payload)) for entry in pending]
+
+
+def arriving_view(event: Event) -> dict[str, Any]:
+    d = event.data
+    return {k: d.get(k) for k in ("file_id", "fingerprint", "carrier", "kind", "period", "direction",
+                                  "original_name", "size", "channel", "received_at")} | {
+        "status": "arriving", "stuck": False,
+        "status_reason": "stored; its announcement waits for the broker and goes out when it is back"}
 
 
 def in_billing_period(label: str, runtime: Runtime):  # type: ignore[no-untyped-def]
@@ -78,9 +121,15 @@ def in_billing_period(label: str, runtime: Runtime):  # type: ignore[no-untyped-
 def show_file(session: Session, file_id: str, runtime: Runtime) -> dict[str, Any]:
     file = session.get(File, file_id)
     if file is None:
+        entry = session.scalar(select(OutboxEntry).where(OutboxEntry.event_id == file_id))
+        if entry is not None and entry.published_at is None:
+            return arriving_view(Event.from_bytes(entry.payload))
+        if entry is not None:
+            return arriving_view(Event.from_bytes(entry.payload)) | {
+                "status": "arrived", "status_reason": "announced; the dedupe service has not recorded it yet"}
         raise HTTPException(404, f"no file {file_id}")
     candidates = candidates_of(session, file.id)
-    view = file_view(file, candidates)
+    view = file_view(file, candidates, stuck_after=timedelta(minutes=runtime.settings.stuck_after_minutes))
     rejections = session.scalars(select(RejectedRow).where(RejectedRow.file_id == file.id)
                                  .order_by(RejectedRow.row).limit(REJECTIONS_SHOWN))
     view["rejections"] = [{"row": r.row, "reason": r.reason, "raw": r.raw} for r in rejections]
@@ -136,6 +185,17 @@ def check_command(session: Session, file_id: str, command: str) -> str | None:
     return None
 
 
+def check_retry(session: Session, file_id: str) -> None:
+    """A retry is for a failed file or one on its way (stuck, or an operator sure it is);
+    anything else is refused with what the file is."""
+    file = session.get(File, file_id)
+    if file is None:
+        raise HTTPException(404, f"no file {file_id}")
+    if file.status not in RETRYABLE:
+        raise HTTPException(409, f"file {file_id} is {file.status}: only a failed or stuck file (accepted or "
+                                 "parsed and not moving) can be retried")
+
+
 def check_overlap_command(session: Session, file_id: str, command: str) -> str | None:
     """As ``check_command``, for bill-overlaps / skip-overlaps: the file must have overlapping calls."""
     file = session.get(File, file_id)
@@ -161,9 +221,9 @@ def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
 
     async def command_endpoint(request: Request) -> Response:
         file_id, command = request.path_params["file_id"], request.path_params["command"]
-        if command not in COMMANDS and command not in OVERLAP_COMMANDS:
-            raise HTTPException(404, f"no such file command {command!r}: use release, discard, bill-overlaps "
-                                     "or skip-overlaps")
+        if command not in COMMANDS and command not in OVERLAP_COMMANDS and command != RETRY:
+            raise HTTPException(404, f"no such file command {command!r}: use release, discard, retry, "
+                                     "bill-overlaps or skip-overlaps")
         body = await request.json() if await request.body() else {}
         if not isinstance(body, dict):
             raise InputError("the body of a file command is a JSON object such as {\"reason\": \"...\"}")
@@ -174,6 +234,8 @@ def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
             with runtime.database.transaction() as session:
                 if command in OVERLAP_COMMANDS:
                     return check_overlap_command(session, file_id, command)
+                if command == RETRY:
+                    return check_retry(session, file_id)
                 return check_command(session, file_id, command)
 
         if await run_in_threadpool(check) == "already":
@@ -181,8 +243,9 @@ def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
         command_id = str(uuid.uuid4())
         event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=file_id, id=command_id,
                       data={"command": command, "file_id": file_id, "operator": operator, "reason": reason})
-        await run_in_threadpool(publish, Topic.ADMIN_COMMANDS, file_id, event)
-        return JSONResponse({"command_id": command_id, "command": command, "file_id": file_id}, status_code=202)
+        announced = await run_in_threadpool(publish, Topic.ADMIN_COMMANDS, file_id, event)
+        return JSONResponse({"command_id": command_id, "command": command, "file_id": file_id,
+                             "announced": announced}, status_code=202)
 
     return [
         Route("/files", list_endpoint, methods=["GET"]),

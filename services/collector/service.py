@@ -16,6 +16,7 @@ from cdrflow.db.models import Source
 from cdrflow.errors import CdrflowError
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from cdrflow.stopping import exit_if_not_stopped_in
 from services.collector.poll import Collector
 
 log = get_logger(__name__)
@@ -80,7 +81,7 @@ def serve(runtime: Runtime) -> None:
         loop.set_default_executor(ThreadPoolExecutor(max_workers=2 * CONCURRENT_POLLS + 4,
                                                      thread_name_prefix="collector"))
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda: (exit_if_not_stopped_in(), stop.set()))
         await CollectorService(runtime).run(stop)
 
     asyncio.run(main())

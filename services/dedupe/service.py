@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from cdrflow.bus import Outgoing, ServiceLoop, Topic
 from cdrflow.db.models import Carrier, File, FileCandidate, FileDecision, FileNameClaim, FingerprintClaim
 from cdrflow.db.upsert import insert_new
-from cdrflow.errors import BadEventError, BadFileError
+from cdrflow.errors import BadFileError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
@@ -30,6 +30,10 @@ log = get_logger(__name__)
 FILE_FIELDS = ("file_id", "fingerprint", "size", "carrier", "kind", "period", "direction",
                "original_name", "channel", "received_at")
 COMMANDS = {"release": "released", "discard": "discarded"}
+RETRY = "retry"
+RETRYABLE = ("failed", "accepted", "parsed")
+"""A retry sends a file through again from parsing: a failed one, or one stuck on its way
+(accepted or parsed and not moving). Every step after is keyed, so nothing is stored twice."""
 
 
 class Dedupe:
@@ -125,11 +129,14 @@ class Dedupe:
         well as by the admin API, which answers the operator with the reason."""
         event.require("command", "file_id")
         command, file_id = event.data["command"], event.data["file_id"]
-        if command not in COMMANDS:
+        if command != RETRY and command not in COMMANDS:
             return  # another service's command (the invoicer's bill-overlaps / skip-overlaps)
         file = session.get(File, file_id)
         if file is None:
-            raise BadEventError(f"admin command {command} names unknown file {file_id}")
+            raise NotYetVisibleError(f"admin command {command} names file {file_id}, which is not in the database")
+        if command == RETRY:
+            yield from self._retry(file, event)
+            return
         decided = session.get(FileDecision, file_id)
         if decided is not None:
             if decided.command != command:
@@ -154,6 +161,22 @@ class Dedupe:
         if command == "release":
             yield self._released(file)
 
+    def _retry(self, file: File, event: Event) -> Iterator[Outgoing]:
+        """Send the file to the parser again. The file-accepted event's id is the command's,
+        so the same command repeated after a crash is the same event; a second retry command
+        of a file already on its way again changes nothing."""
+        if file.status not in RETRYABLE:
+            log.warning("admin_command_refused", command=RETRY, file_id=file.id,
+                        error=f"file is {file.status}: only a failed or stuck file is retried")
+            return
+        operator = event.data.get("operator") or "operator"
+        reason = (event.data.get("reason") or "").strip()
+        file.status, file.updated_at = "accepted", datetime.now(UTC)
+        file.status_reason = f"retried by {operator}" + (f": {reason}" if reason else "")
+        log.info("file_retried", file_id=file.id, operator=operator, reason=reason)
+        yield self._event(Topic.FILE_ACCEPTED, EventType.FILE_ACCEPTED, file,
+                          file.metadata_for_event() | {"retried": True}, id_part=f"retry-{event.id}")
+
     def _released(self, file: File) -> Outgoing:
         return self._event(Topic.FILE_ACCEPTED, EventType.FILE_ACCEPTED, file,
                            file.metadata_for_event() | {"released": True}, id_part="released")
@@ -177,6 +200,7 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
     s = runtime.settings
     return ServiceLoop(
         service="dedupe", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
+        visibility_timeout=s.visibility_timeout_seconds,
         producer=runtime.producer,
         handlers={Topic.FILE_ARRIVED: dedupe.on_file_arrived, Topic.ADMIN_COMMANDS: dedupe.on_admin_command},
     )

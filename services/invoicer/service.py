@@ -15,7 +15,7 @@ from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_to_outbox
 from cdrflow.db.models import Call, Charge, Customer, File, Invoice
 from cdrflow.db.upsert import insert_new
-from cdrflow.errors import BadEventError
+from cdrflow.errors import BadEventError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.money import format_money, to_money
@@ -112,7 +112,12 @@ class Invoicer:
     def _file_rated(self, session: Session, d: dict) -> None:
         file = session.get(File, d["file_id"])
         if file is None:
-            raise BadEventError(f"call-rated summary names unknown file {d['file_id']}")
+            raise NotYetVisibleError(f"call-rated summary names file {d['file_id']}, which is not in the database")
+        if file.status not in ("parsed", "rated"):
+            # failed (a batch was dead-lettered: it says so) or sent back by a retry: the
+            # summary of this pass is not the file's last word
+            log.info("file_rated_summary_ignored", file_id=file.id, status=file.status)
+            return
         stored = session.scalar(select(func.count()).select_from(Call).where(Call.file_id == file.id))
         file.calls, file.status, file.updated_at = stored, "rated", datetime.now(UTC)
         counts = dict(session.execute(
@@ -133,7 +138,8 @@ class Invoicer:
             return iter(())  # release and discard are the dedupe service's
         file = session.get(File, event.data["file_id"])
         if file is None:
-            raise BadEventError(f"admin command {event.data['command']} names unknown file {event.data['file_id']}")
+            raise NotYetVisibleError(f"admin command {event.data['command']} names file {event.data['file_id']}, "
+                                     "which is not in the database")
         file.overlap_policy, file.updated_at = policy, datetime.now(UTC)
         changed = session.execute(
             update(Call).where(Call.file_id == file.id, Call.overlaps_file_id.is_not(None), Call.invoice_id.is_(None))
@@ -221,6 +227,7 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
     s = runtime.settings
     return ServiceLoop(
         service="invoicer", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
+        visibility_timeout=s.visibility_timeout_seconds,
         producer=runtime.producer,
         handlers={Topic.CALL_RATED: invoicer.on_call_rated, Topic.RUN_CLOSED: invoicer.on_run_closed,
                   Topic.ADMIN_COMMANDS: invoicer.on_admin_command},

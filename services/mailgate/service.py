@@ -17,6 +17,7 @@ from aiosmtpd.smtp import SMTP
 from cdrflow.errors import CdrflowError, ConfigurationError
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from cdrflow.stopping import exit_if_not_stopped_in
 from services.mailgate.gateway import Gateway, authenticator, parse_users
 from services.mailgate.worker import MailWorker
 
@@ -121,7 +122,7 @@ def serve(runtime: Runtime) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="mailgate"))
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda: (exit_if_not_stopped_in(), stop.set()))
         await run(runtime, stop)
 
     asyncio.run(main())

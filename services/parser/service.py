@@ -6,7 +6,9 @@ records plus rejects, stores the rejects, and marks the file parsed or failed.
 
 Idempotence: a repeat after a crash re-parses from line 1; the event ids are derived from
 (file, batch number) and the batches are cut the same way each time, so a repeat produces
-the same events; stored rejects are replaced, not added to.
+the same events; stored rejects are replaced, not added to. A file already ``parsed`` is
+parsed and announced again when its file-accepted comes again: its events are published
+only after the commit that made it ``parsed``, so a crash in between must re-yield them.
 """
 
 from __future__ import annotations
@@ -16,23 +18,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
-from cdrflow.bus import Outgoing, ServiceLoop, Topic
+from cdrflow.bus import RETRACT, Outgoing, ServiceLoop, Topic
 from cdrflow.callrecords import records_to_event
 from cdrflow.db.models import Carrier, File, RejectedRow
-from cdrflow.errors import BadEventError, BadFileError
+from cdrflow.bus.sizing import estimated_json_bytes, SPLIT_BYTES
+from cdrflow.errors import BadFileError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
-from services.parser.api import parse_stream
+from services.parser.api import ParseTotals, parse_stream
 from services.parser.definition import FormatDefinition
 from services.parser.engine import ParsedBatch
 from services.parser.formats import carrier_format
 from services.parser.store import store_transactions
 
 log = get_logger(__name__)
+
+PARSEABLE = ("accepted", "parsed")
+"""A file is (re-)parsed in these statuses; past ``parsed`` its events reached the next stage."""
 
 PARSE_ROWS = 50_000
 """Rows the library parses at a time; events are then cut to ``batch_size``."""
@@ -48,9 +54,9 @@ class Parser:
         event.require("file_id")
         file = session.get(File, event.data["file_id"])
         if file is None:
-            raise BadEventError(f"file-accepted names unknown file {event.data['file_id']}")
-        if file.status != "accepted":
-            return  # parsed before (a repeat after a crash), or not ours to parse
+            raise NotYetVisibleError(f"file-accepted names file {event.data['file_id']}, which is not in the database")
+        if file.status not in PARSEABLE:
+            return  # rated already (everything was announced), or not ours to parse
         carrier = session.get(Carrier, file.carrier)
         try:
             definition, options = carrier_format(session, carrier, file.kind)
@@ -62,18 +68,17 @@ class Parser:
         try:
             yield from self._emit(session, file, definition, options)
         except BadFileError as exc:
+            yield RETRACT  # a file fails whole: none of its batches go on
             self._fail(file, str(exc))
 
     def _emit(self, session: Session, file: File, definition: FormatDefinition, options: dict[str, Any]) -> Iterator[Outgoing]:
         base = {"file_id": file.id, "carrier": file.carrier, "direction": file.direction}
-        batch = rows = accepted = rejected = 0
+        batch = 0
+        totals = ParseTotals()
         with self.runtime.store.open(file.fingerprint) as fh:
             parsed = parse_stream(fh, definition, name=file.original_name, zone=self.zone,
                                   batch_rows=max(PARSE_ROWS, self.batch_size), options=options)
-            for part in parsed:
-                rows += part.rows
-                accepted += part.records.height
-                rejected += len(part.rejects)
+            for part in map(totals.add, parsed):
                 if definition.kind == "sdr":
                     self._store_transactions(session, file, part)
                     continue
@@ -81,11 +86,16 @@ class Parser:
                                              [r.to_event() for r in part.rejects], self.batch_size):
                     yield self._batch(file, base, batch, records, rejects, session)
                     batch += 1
+        if (empty := totals.no_records_reason(definition.kind)) is not None:
+            raise BadFileError(empty, file=file.original_name)  # fails the file whole: nothing to bill
+        rows, accepted, rejected = totals.rows, totals.records, totals.rejected
         summary = base | {"part": "summary", "batches": batch, "rows": rows, "records": accepted, "rejected": rejected}
         yield self._outgoing(file, "summary", summary)
-        file.status, file.rows, file.rejected = "parsed", rows, rejected
-        file.status_reason = f"{rejected} row(s) rejected" if rejected else None
-        file.updated_at = datetime.now(UTC)
+        # Guarded, not a plain assignment: a re-parse after a crash must not move a file the
+        # invoicer has just marked rated back to parsed.
+        session.execute(update(File).where(File.id == file.id, File.status.in_(PARSEABLE)).values(
+            status="parsed", rows=rows, rejected=rejected, updated_at=datetime.now(UTC),
+            status_reason=f"{rejected} row(s) rejected" if rejected else None))
         log.info("file_parsed", file_id=file.id, format=definition.name, rows=rows, records=accepted, rejected=rejected)
 
     def _store_transactions(self, session: Session, file: File, part: ParsedBatch) -> None:
@@ -109,16 +119,19 @@ class Parser:
 
 
 def _cut(records: list[dict], rejects: list[dict], size: int) -> Iterator[tuple[list[dict], list[dict]]]:
-    """Records and rejects merged in line order, cut into groups of ``size`` (deterministic)."""
+    """Records and rejects merged in line order, cut into groups of ``size`` or of about
+    ``SPLIT_BYTES`` as JSON, whichever is smaller (deterministic: the cut depends only on the rows)."""
     tagged = heapq.merge(((r["row"], 0, r) for r in records), ((r["row"], 1, r) for r in rejects))
     out: tuple[list[dict], list[dict]] = ([], [])
-    count = 0
+    count = held = 0
     for _, kind, item in tagged:
+        weight = estimated_json_bytes(item)
+        if count and (count == size or held + weight > SPLIT_BYTES):
+            yield out
+            out, count, held = ([], []), 0, 0
         out[kind].append(item)
         count += 1
-        if count == size:
-            yield out
-            out, count = ([], []), 0
+        held += weight
     if count:
         yield out
 
@@ -128,5 +141,6 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
     s = runtime.settings
     return ServiceLoop(
         service="parser", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
+        visibility_timeout=s.visibility_timeout_seconds,
         producer=runtime.producer, handlers={Topic.FILE_ACCEPTED: parser.on_file_accepted},
     )

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
+from cdrflow.bus.sizing import sized_chunks
 from cdrflow.callrecords import RECORD_SCHEMA, records_from_event
 from cdrflow.db.models import Call
 from cdrflow.events import Event, EventType, event_id
@@ -81,9 +82,13 @@ class Rater:
         event.require("batch", "records")
         _, plan = self.plans.current(session)
         rated = rate_calls(records_from_event(d["records"]), plan, carrier=d["carrier"], direction=d["direction"])
-        data = {k: d[k] for k in ("file_id", "carrier", "direction", "batch")} | {
-            "part": "batch", "calls": rated_to_event(rated)}
-        yield self._outgoing(d["file_id"], d["batch"], data)
+        head = {k: d[k] for k in ("file_id", "carrier", "direction", "batch")} | {"part": "batch"}
+        # A rated call carries more than its record (destination, reason): a batch that would
+        # outgrow the broker's limit goes on in pieces, ids "<batch>.<piece>" (the same each time).
+        pieces = list(sized_chunks(rated_to_event(rated), max_count=max(len(rated), 1)))
+        for n, calls in enumerate(pieces or [[]]):
+            yield self._outgoing(d["file_id"], d["batch"] if len(pieces) <= 1 else f"{d['batch']}.{n}",
+                                 head | {"calls": calls})
 
     def _outgoing(self, file_id: str, part: object, data: dict) -> Outgoing:
         event = Event(type=EventType.CALL_RATED, source=self.runtime.source, subject=file_id,
@@ -117,13 +122,16 @@ class Rater:
         size = self.runtime.settings.batch_size
         for (file_id, carrier, direction), group in groupby(calls, key=lambda c: (c.file_id, c.carrier, c.direction)):
             rows = list(group)
-            for n, start in enumerate(range(0, len(rows), size)):
+            n = 0
+            for start in range(0, len(rows), size):
                 chunk = rows[start:start + size]
                 records = pl.DataFrame([_record_of(c) for c in chunk], schema=RECORD_SCHEMA)
                 rated = rate_calls(records, plan, carrier=carrier, direction=direction)
-                data = {"file_id": file_id, "carrier": carrier, "direction": direction, "batch": n,
-                        "part": "rerate", "reference_version": version, "calls": rated_to_event(rated)}
-                yield self._outgoing(file_id, f"rerate-{version}-{n}", data)
+                for calls in sized_chunks(rated_to_event(rated), max_count=size):
+                    data = {"file_id": file_id, "carrier": carrier, "direction": direction, "batch": n,
+                            "part": "rerate", "reference_version": version, "calls": calls}
+                    yield self._outgoing(file_id, f"rerate-{version}-{n}", data)
+                    n += 1
 
 
 def _record_of(call: Call) -> dict:
@@ -139,6 +147,7 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
     s = runtime.settings
     return ServiceLoop(
         service="rater", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
+        visibility_timeout=s.visibility_timeout_seconds,
         producer=runtime.producer, handlers={Topic.RECORD_PARSED: rater.on_record_parsed},
         on_idle=rater.rerate_reconciliation,
     )

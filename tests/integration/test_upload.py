@@ -57,7 +57,9 @@ def test_a_multipart_upload_is_stored_and_announced_with_what_the_operator_said(
         reply = httpx.post(f"{settings.admin_url}/files", timeout=30,
                            data={"carrier": "btw", "kind": "sdr", "period": "monthly", "direction": "inbound"},
                            files={"file": ("../../etc/btw monthly.csv", fh, "text/csv")})
-    assert reply.status_code == 201, reply.text
+    # 202: stored and its file-arrived event committed to the outbox; the broker has it already
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["announced"] is True
     assert reply.json()["fingerprint"] == hashlib.sha256(sample.read_bytes()).hexdigest()
 
     cli = subprocess.run([sys.executable, "-m", "cdrflow", "upload", str(sample), "--carrier", "btw",

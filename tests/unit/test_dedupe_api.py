@@ -25,6 +25,10 @@ class RecordingProducer:
     def send(self, topic, key, event):
         self.sent.append((topic, key, event))
 
+    def send_raw(self, topic, key, payload):
+        """What the admin API's outbox relay sends: the queued event's bytes."""
+        self.sent.append((topic, key, Event.from_bytes(payload)))
+
     def flush(self, timeout=None):
         return 0
 

@@ -132,11 +132,13 @@ def test_a_copy_loses_to_a_claim_committed_by_another_process_even_if_it_saw_no_
     assert arrive(runtime).type == EventType.FILE_HELD
 
 
-@pytest.mark.parametrize("name", ["release", "discard"])
-def test_a_command_naming_an_unknown_file_is_a_bad_event(runtime, name):
-    from cdrflow.errors import BadEventError
+@pytest.mark.parametrize("name", ["release", "discard", "retry"])
+def test_a_command_naming_a_file_not_in_the_database_is_not_yet_visible(runtime, name):
+    """Retried by the service loop for a bounded time (the file may be committed any moment),
+    then dead-lettered with this reason: never dropped, never waited on forever."""
+    from cdrflow.errors import NotYetVisibleError
 
-    with pytest.raises(BadEventError, match="unknown file"):
+    with pytest.raises(NotYetVisibleError, match="which is not in the database"):
         command(runtime, name, "00000000-0000-0000-0000-000000000000")
 
 

@@ -7,6 +7,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from cdrflow.bus import RETRACT
 from cdrflow.db import migrate
 from cdrflow.db.models import Call, File, Invoice, OutboxEntry, RejectedRow
 from cdrflow.events import Event, EventType
@@ -34,8 +35,13 @@ def runtime(tmp_path):
 
 def handle(runtime, handler, event):
     validate_event(event.to_dict())
+    out = []
     with runtime.database.transaction() as session:
-        out = list(handler(event, session))
+        for o in handler(event, session):
+            if o is RETRACT:  # as the service loop does: what was yielded so far is taken back
+                out.clear()
+            else:
+                out.append(o)
     for o in out:
         validate_event(o.event.to_dict())
     return [o.event for o in out]
@@ -131,3 +137,38 @@ def test_release_of_a_held_file_accepts_it_and_discard_keeps_it_unbilled(runtime
     with runtime.database.transaction() as session:
         assert session.get(File, third.subject).status == "discarded"
         assert session.get(File, third.subject).status_reason == "discarded by sam"
+
+
+def test_a_parsed_file_is_announced_again_with_the_same_event_ids(runtime):
+    """A crash after the parser's commit and before the broker acknowledged its events repeats
+    file-accepted: the file is ``parsed`` by then, and the same events must come out again."""
+    [accepted] = handle(runtime, Dedupe(runtime).on_file_arrived, arrive(runtime, "gamma-cdr-20261001.csv"))
+    first = handle(runtime, Parser(runtime).on_file_accepted, accepted)
+    with runtime.database.transaction() as session:
+        assert session.get(File, accepted.subject).status == "parsed"
+    again = handle(runtime, Parser(runtime).on_file_accepted, accepted)
+    assert [e.id for e in again] == [e.id for e in first] and len(first) > 1
+    assert [e.data for e in again] == [e.data for e in first]
+
+
+def test_a_file_with_no_data_rows_fails_with_no_call_records_and_announces_nothing(runtime):
+    stored = runtime.store.put_bytes(b"cli,dialled,start,duration\n\n\n")
+    meta = FileMetadata("gamma", "cdr", "daily", "outbound", "empty.csv", "upload")
+    [accepted] = handle(runtime, Dedupe(runtime).on_file_arrived, file_arrived(stored, meta, "cdrflow/admin"))
+    assert handle(runtime, Parser(runtime).on_file_accepted, accepted) == []
+    with runtime.database.transaction() as session:
+        file = session.get(File, accepted.subject)
+        assert (file.status, file.status_reason) == (
+            "failed", "empty.csv: no call records: the file has no data rows (nothing but a header or blank lines)")
+
+
+def test_a_file_whose_every_row_is_rejected_fails_with_its_first_reason_and_announces_nothing(runtime):
+    stored = runtime.store.put_bytes(b"cli,dialled,start,duration\n+441632960001,0117,not-a-date,5\n"
+                                     b"+441632960001,0117,2026-10-01T09:00:00,minus\n")
+    meta = FileMetadata("gamma", "cdr", "daily", "outbound", "all-bad.csv", "upload")
+    [accepted] = handle(runtime, Dedupe(runtime).on_file_arrived, file_arrived(stored, meta, "cdrflow/admin"))
+    assert handle(runtime, Parser(runtime).on_file_accepted, accepted) == []  # RETRACT: no reject batch sent
+    with runtime.database.transaction() as session:
+        file = session.get(File, accepted.subject)
+        assert file.status == "failed" and "2 of 2 rows rejected" in file.status_reason
+        assert "first at line 2: start 'not-a-date' is not an ISO 8601 date-time" in file.status_reason

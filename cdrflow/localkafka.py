@@ -153,7 +153,9 @@ class LocalKafka:
         except (OSError, ValueError):
             return None
         if pid in _CHILDREN:
-            _CHILDREN[pid].poll()  # reaps our own child once it has exited
+            # Our own child: its handle knows. (Its /proc cmdline is empty for the first
+            # milliseconds after exec, which would read as "not running".)
+            return pid if _CHILDREN[pid].poll() is None else None
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -276,7 +278,7 @@ class LocalKafka:
             with open(log, "rb") as fh:
                 fh.seek(since if since <= log.stat().st_size else 0)  # 0: log rolled over
                 lines = fh.read().decode(errors="replace").splitlines()
-        errors = [f"{line}\n{cause}" for line, cause in zip(lines, [*lines[1:], ""], strict=True)
+        errors = [f"{line}\n{cause}" for line, cause in zip(lines, [*lines[1:], ""][:len(lines)], strict=True)
                   if "] ERROR " in line or "] FATAL " in line][:3]
         jvm = _tail_text(out.read_text(errors="replace"), 15) if out.is_file() else ""
         return "\n".join([*errors, jvm]).strip() + f"\n(full logs: {log}, {out})"

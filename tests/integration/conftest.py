@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from confluent_kafka import Consumer
+from sqlalchemy.engine import make_url
 
 from cdrflow.bus import provision_topics
 from cdrflow.db import Database, migrate
@@ -26,6 +27,7 @@ from cdrflow.demo import load_sample_reference
 from cdrflow.localkafka import LocalKafka, free_port
 from cdrflow.orchestrate import pipeline as run_pipeline
 from cdrflow.settings import Settings
+from tests.peers.tcpproxy import TcpProxy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,3 +139,23 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60) -> l
         return values
     finally:
         consumer.close()
+
+
+# --- faults: a database that can be slowed down or cut ------------------------------------
+
+
+@pytest.fixture
+def db_proxy(settings: Settings) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of this test's PostgreSQL, to slow it down (``latency``) or make it
+    unreachable (``cut()``/``restore()``); ``proxied_settings`` points services at it."""
+    url = make_url(settings.effective_database_url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_settings(settings: Settings, db_proxy: TcpProxy) -> Settings:
+    """``settings`` with its database reached through ``db_proxy``: the same database (migrated,
+    with the sample reference data), namespace and data directory."""
+    url = make_url(settings.effective_database_url).set(host="127.0.0.1", port=db_proxy.port)
+    return settings.model_copy(update={"database_url": url.render_as_string(hide_password=False)})

@@ -2,8 +2,9 @@
 Run: .venv/bin/python bench/bench_checkpoint.py [--calls N] [--quick] [--database-url URL]
 
 One parsed file of N calls (default 1,000,000; ``--quick``: 20,000) is cut into
-record-parsed events of 1,000 records each, built once, up front, as the parser builds them
-(``Event.to_bytes()`` of records shaped like ``records_to_event``'s), keyed by file id. Then,
+record-parsed events of 10,000 records each (the default ``batch_size``), built once, up front,
+as the parser builds them (``Event.to_bytes()`` of a batch as columns, ``cdrflow.batches``),
+keyed by file and batch. Then,
 on the real broker and the real database, in one run, each phase timed on its own:
 
 1. floor: produce every payload with ``EventProducer`` and flush (no database);
@@ -44,10 +45,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import polars as pl  # noqa: E402
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from cdrflow.batches import to_columns  # noqa: E402
 from cdrflow.bus import EventProducer, Topic, provision_topics, topic_name  # noqa: E402
+from cdrflow.callrecords import RECORD_SCHEMA  # noqa: E402
 from cdrflow.bus.outbox import OutboxRelay, add_raw_to_outbox  # noqa: E402
 from cdrflow.bus.spool import Spool  # noqa: E402
 from cdrflow.db import Database, migrate  # noqa: E402
@@ -57,7 +61,7 @@ from cdrflow.localkafka import LocalKafka, free_port  # noqa: E402
 from machine import header  # noqa: E402
 
 DATA = HERE / ".data"
-RECORDS_PER_EVENT = 1_000
+RECORDS_PER_EVENT = 10_000
 QUICK_CALLS = 20_000
 PUBLISHER = "bench"
 RELAY_BATCH = 200
@@ -93,7 +97,7 @@ class Result:
 
 
 def record(row: int) -> dict:
-    """One call as ``records_to_event`` gives it: varied enough that compression is realistic."""
+    """One call record as the parser reads it: varied enough that compression is realistic."""
     h = (row * 2_654_435_761) & 0xFFFFFFFF
     duration = 0 if h % 100 < 8 else 1 + h % 900
     start = EPOCH + timedelta(seconds=row * 2.6781)
@@ -101,12 +105,12 @@ def record(row: int) -> dict:
         "row": row,
         "cli": f"+44{1_632_960_000 + h % 50_000}",
         "dialled": f"0{1_174_960_000 + (h >> 7) % 9_000_000}",
-        "start": start.isoformat(),
-        "end": (start + timedelta(seconds=duration)).isoformat(),
+        "start": start,
+        "end": start + timedelta(seconds=duration),
         "duration": duration,
         "answered": duration > 0,
         "charge_code": CHARGE_CODES[h % 5],
-        "cost": f"{duration * (5 + h % 40) / 60_000:.4f}",
+        "cost": duration * (5 + h % 40) * 100 // 6,  # micros
         "account_code": None,
         "direction": None,
     }
@@ -121,9 +125,10 @@ def build_payloads(calls: int, namespace: str) -> list[Payload]:
     for batch, first in enumerate(range(1, calls + 1, RECORDS_PER_EVENT)):
         rows = range(first, min(first + RECORDS_PER_EVENT, calls + 1))
         ident = event_id(EventType.RECORD_PARSED, file_id, batch)
-        data = base | {"part": "batch", "batch": batch, "records": [record(r) for r in rows], "rejects": []}
+        frame = pl.DataFrame([record(r) for r in rows], schema=RECORD_SCHEMA)
+        data = base | {"part": "batch", "batch": batch, "count": frame.height, "records": to_columns(frame)}
         event = Event(type=EventType.RECORD_PARSED, source="cdrflow/parser", subject=file_id, id=ident, data=data)
-        payloads.append(Payload(topic, file_id, ident, event.to_bytes()))
+        payloads.append(Payload(topic, f"{file_id}/{batch}", ident, event.to_bytes()))
     return payloads
 
 

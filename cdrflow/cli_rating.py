@@ -129,11 +129,12 @@ def customers_add(settings: Settings, code: str, name: str, tariff: str, email: 
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def customers_load(settings: Settings, path: Path) -> None:
-    """CSV customer,name,tariff,cli[,kind,carrier,effective_from,effective_to]."""
+    """CSV customer,name,tariff,cli[,kind,carrier,effective_from,effective_to,billing_email]: one
+    line per CLI. Every line is checked first; any problem loads nothing (problems listed by line)."""
     from services.rater.reference import load_customers
 
     with open_database(settings).transaction() as session:
-        click.echo(f"{load_customers(session, path)} customer(s) saved")
+        click.echo(str(load_customers(session, path)))
 
 
 @click.group()

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     timezone: str = "Europe/London"
     """The operator's time zone: billing periods and naive CDR times are read in it."""
 
-    batch_size: int = 1000
-    """Records per record-parsed / call-rated message."""
+    batch_size: int = 10_000
+    """Most records per record-parsed / call-rated message (fewer when a batch passes about 4 MB):
+    large batches keep the per-message costs (a transaction, a plan check) small per call."""
 
     log_level: str = "INFO"
 

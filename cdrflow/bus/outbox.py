@@ -137,6 +137,9 @@ class RelayThread:
                 with self._published:
                     self._published.notify_all()
             except InfrastructureError as exc:
-                log.warning("outbox_publish_failed", publisher=self.relay.publisher, error=str(exc))
+                log.warning("outbox_publish_failed", publisher=self.relay.publisher, error=str(exc)[:500])
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any one bad entry
+                log.error("outbox_relay_error", publisher=self.relay.publisher, error_type=type(exc).__name__,
+                          error=str(exc)[:500])
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -13,11 +13,14 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from cdrflow.bus.kafkalog import client_logging
+from cdrflow.bus.topics import RECORD_MESSAGE_BYTES, RECORD_SUFFIXES
 from cdrflow.errors import BrokerError, EventRefusedError
 from cdrflow.events import Event
 
 MAX_MESSAGE_BYTES = 1_000_000
-"""Largest message produced: under the broker's default ``message.max.bytes`` (1,048,588)."""
+"""Largest message on a file-level topic: under the broker's default (1,048,588 bytes)."""
+MAX_RECORD_MESSAGE_BYTES = RECORD_MESSAGE_BYTES - 64 * 1024
+"""Largest message on a record-level topic (their limit, less room for the record batch header)."""
 
 REFUSED = {
     KafkaError.MSG_SIZE_TOO_LARGE,
@@ -41,7 +44,7 @@ class EventProducer:
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
-                "message.max.bytes": MAX_MESSAGE_BYTES,
+                "message.max.bytes": RECORD_MESSAGE_BYTES,
             } | client_logging(client_id)
         )
         self._failures: list[str] = []
@@ -59,8 +62,9 @@ class EventProducer:
     @staticmethod
     def check_size(payload: bytes, topic: str) -> None:
         """Refuse, before anything is sent, an event the broker would refuse for its size."""
-        if len(payload) > MAX_MESSAGE_BYTES:
-            raise EventRefusedError(f"event for {topic} is {len(payload):,} bytes: at most {MAX_MESSAGE_BYTES:,} "
+        limit = MAX_RECORD_MESSAGE_BYTES if topic.endswith(RECORD_SUFFIXES) else MAX_MESSAGE_BYTES
+        if len(payload) > limit:
+            raise EventRefusedError(f"event for {topic} is {len(payload):,} bytes: at most {limit:,} "
                                     "(a record-level event is split to fit; a file-level one this large is a bug)")
 
     def send_raw(self, topic: str, key: str | bytes | None, payload: bytes) -> None:

@@ -11,11 +11,16 @@ from dataclasses import dataclass
 from enum import Enum
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from cdrflow.errors import BrokerError
 
 DAY_MS = 24 * 3600 * 1000
+
+
+RECORD_MESSAGE_BYTES = 8 * 1024 * 1024
+"""Largest message on a record-level topic: a batch of 10,000 rated calls is 2–3 MB of JSON
+(less after lz4). File-level topics keep the broker's default (about 1 MB)."""
 
 
 @dataclass(frozen=True)
@@ -23,18 +28,22 @@ class TopicSpec:
     suffix: str
     partitions: int
     retention_days: int
+    max_message_bytes: int | None = None
 
 
 class Topic(Enum):
     FILE_ARRIVED = TopicSpec("file-arrived", 3, 14)
     FILE_HELD = TopicSpec("file-held", 3, 14)
     FILE_ACCEPTED = TopicSpec("file-accepted", 3, 14)
-    RECORD_PARSED = TopicSpec("record-parsed", 6, 7)
-    CALL_RATED = TopicSpec("call-rated", 6, 7)
+    RECORD_PARSED = TopicSpec("record-parsed", 6, 7, RECORD_MESSAGE_BYTES)
+    CALL_RATED = TopicSpec("call-rated", 6, 7, RECORD_MESSAGE_BYTES)
     RUN_CLOSED = TopicSpec("run-closed", 3, 30)
     INVOICE_ISSUED = TopicSpec("invoice-issued", 3, 90)
     ADMIN_COMMANDS = TopicSpec("admin-commands", 3, 30)
 
+
+RECORD_SUFFIXES = tuple("." + t.value.suffix for t in Topic if t.value.max_message_bytes)
+"""Name endings of the topics that carry record-level batches."""
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 DEAD_LETTER_RETENTION_DAYS = 90
@@ -49,6 +58,13 @@ def dead_letter_name(namespace: str, topic: Topic) -> str:
     return topic_name(namespace, topic) + DEAD_LETTER_SUFFIX
 
 
+def topic_config(spec: TopicSpec) -> dict[str, str]:
+    config = {"retention.ms": str(spec.retention_days * DAY_MS)}
+    if spec.max_message_bytes:
+        config["max.message.bytes"] = str(spec.max_message_bytes)
+    return config
+
+
 def declared_topics(namespace: str) -> list[NewTopic]:
     topics = []
     for topic in Topic:
@@ -58,7 +74,7 @@ def declared_topics(namespace: str) -> list[NewTopic]:
                 topic_name(namespace, topic),
                 num_partitions=spec.partitions,
                 replication_factor=-1,
-                config={"retention.ms": str(spec.retention_days * DAY_MS)},
+                config=topic_config(spec),
             )
         )
         topics.append(
@@ -79,6 +95,7 @@ def provision_topics(bootstrap: str, namespace: str, timeout: float = 30) -> lis
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise BrokerError(f"can't list topics on {bootstrap}: {exc}") from exc
+    _raise_message_limits(admin, namespace, existing, timeout)
     missing = [t for t in declared_topics(namespace) if t.topic not in existing]
     if not missing:
         return []
@@ -91,3 +108,21 @@ def provision_topics(bootstrap: str, namespace: str, timeout: float = 30) -> lis
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"can't create topic {name} on {bootstrap}: {exc}") from exc
     return created
+
+
+def _raise_message_limits(admin: AdminClient, namespace: str, existing: set[str], timeout: float) -> None:
+    """Topics made by an older cdrflow keep the broker's 1 MB limit: set the record-level ones'
+    limit, so the larger batches of this version fit (idempotent; a no-op when already set)."""
+    resources = [
+        ConfigResource(ConfigResource.Type.TOPIC, topic_name(namespace, topic), incremental_configs=[
+            ConfigEntry("max.message.bytes", str(topic.value.max_message_bytes),
+                        incremental_operation=AlterConfigOpType.SET)])
+        for topic in Topic if topic.value.max_message_bytes and topic_name(namespace, topic) in existing
+    ]
+    if not resources:
+        return
+    for resource, future in admin.incremental_alter_configs(resources, request_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise BrokerError(f"can't set max.message.bytes of {resource.name} on the broker: {exc}") from exc

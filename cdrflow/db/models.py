@@ -175,6 +175,10 @@ class File(Base):
     rows: Mapped[int | None] = mapped_column(Integer)
     rejected: Mapped[int | None] = mapped_column(Integer)
     calls: Mapped[int | None] = mapped_column(Integer)
+    calls_expected: Mapped[int | None] = mapped_column(Integer)
+    """Records the parser's summary announced: the file is rated once ``calls_stored`` reaches it."""
+    calls_stored: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Calls stored so far, counted up by each batch as the invoicer stores it (repeats add nothing)."""
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     @validates("status_reason")

@@ -2,16 +2,19 @@
 
 The same library calls as the CLI (``services.rater.reference``); every change lands in the
 reference change log, which is how the rater knows to reload its plan and re-rate the calls
-waiting in reconciliation. A rate sheet with problems is refused whole with every problem
-and its line number (HTTP 422), and the active version stays active.
+waiting in reconciliation. A rate sheet or a customers file with problems is refused whole
+with every problem and its line number (HTTP 422): the active sheet stays active, and no
+customer or CLI of the file is stored.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,10 +26,13 @@ from cdrflow.runtime import Runtime
 from services.rater.plan import Tariff
 from services.rater.ratesheet import RateSheetError
 from services.rater.recon import reconciliation
-from services.rater.reference import add_cli, load_rate_sheet, save_customer, save_tariff
+from cdrflow.reference import ReferenceDataError
+from services.rater.reference import add_cli, load_customers_csv, load_rate_sheet, save_customer, save_tariff
 
 MAX_SHEET_BYTES = 200_000_000
 """A rate sheet is validated whole in memory; 200 MB is far beyond any real deck."""
+MAX_CUSTOMERS_BYTES = 200_000_000
+"""A customers file is validated whole in memory too (a million CLIs is about 50 MB)."""
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -64,7 +70,8 @@ def reference_routes(runtime: Runtime) -> list[Route]:
 
     def list_customers(_: Request) -> Response:
         with database.transaction() as session:
-            return JSONResponse([customer_view(c) for c in session.scalars(select(Customer).order_by(Customer.code))])
+            return JSONResponse([customer_view(c) for c in session.scalars(
+                select(Customer).options(selectinload(Customer.clis)).order_by(Customer.code))])
 
     async def put_customer(request: Request) -> Response:
         code, body = request.path_params["code"], await _json(request)
@@ -93,6 +100,23 @@ def reference_routes(runtime: Runtime) -> list[Route]:
                 return {"customer": code, "kind": row.kind, "value": row.value, "carrier": row.carrier}
 
         return JSONResponse(await run_in_threadpool(save), status_code=201)
+
+    async def post_customers_load(request: Request) -> Response:
+        """Body: a customers CSV as ``cdrflow customers load`` takes it; query: name (for the
+        change log and problems). All or nothing: 422 with every problem and its line."""
+        content = await request.body()
+        if len(content) > MAX_CUSTOMERS_BYTES:
+            raise InputError(f"customers file of {len(content)} bytes is over the limit of {MAX_CUSTOMERS_BYTES}")
+        name = request.query_params.get("name", "upload.csv")
+
+        def load() -> dict[str, Any]:
+            with database.transaction() as session:
+                return asdict(load_customers_csv(session, content, source=name))
+
+        try:
+            return JSONResponse(await run_in_threadpool(load))
+        except ReferenceDataError as exc:
+            return JSONResponse({"error": str(exc), "problems": exc.problems}, status_code=422)
 
     async def put_tariff(request: Request) -> Response:
         code, body = request.path_params["code"], await _json(request)
@@ -145,6 +169,7 @@ def reference_routes(runtime: Runtime) -> list[Route]:
 
     return [
         Route("/customers", list_customers, methods=["GET"]),
+        Route("/customers/load", post_customers_load, methods=["POST"]),
         Route("/customers/{code}", put_customer, methods=["PUT"]),
         Route("/customers/{code}/clis", post_cli, methods=["POST"]),
         Route("/tariffs/{code}", put_tariff, methods=["PUT"]),

@@ -1,6 +1,13 @@
 """Invoicer service: call-rated → calls ledger (once per (file, row), overlapping calls set aside);
 run-closed → invoice, published as invoice-issued through the transactional outbox;
-admin-commands → a file's choice to bill or skip its overlapping calls."""
+admin-commands → a file's choice to bill or skip its overlapping calls.
+
+A file's batches come on several partitions (keyed by file and batch), to several invoicer
+instances, in any order, its summary among them: the file is ``rated`` when the calls stored
+(``files.calls_stored``, counted up by each batch as it is stored) reach the records its summary
+announced (``files.calls_expected``). Both counts change by an UPDATE of the file's row, which
+locks it, so of two instances storing a file's last batch and its summary at once, the second
+sees the first's count and finishes the file."""
 
 from __future__ import annotations
 
@@ -8,17 +15,20 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import polars as pl
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from cdrflow.batches import from_columns
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_to_outbox
+from cdrflow.callrecords import CALL_SCHEMA
 from cdrflow.db.models import Call, Charge, Customer, File, Invoice
 from cdrflow.db.upsert import insert_new
 from cdrflow.errors import BadEventError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
-from cdrflow.money import format_money, to_money
+from cdrflow.money import format_money, from_micros
 from cdrflow.runtime import Runtime
 from services.invoicer.invoice import CALL_CHARGES, InvoiceCall, call_charges_total, calls_csv
 from services.invoicer.overlap import (
@@ -49,10 +59,10 @@ class Invoicer:
         event.require("file_id", "part")
         d = event.data
         if d["part"] == "summary":
-            self._file_rated(session, d)
+            self._summary(session, d)
             return iter(())
         event.require("carrier", "direction", "calls")
-        rows = [self._call_row(d, c) for c in d["calls"]]
+        rows = call_rows(d, from_columns(d["calls"], CALL_SCHEMA))
         if d["part"] == "rerate":
             changed = self._apply_rerate(session, rows)
             log.info("calls_rerated", file_id=d["file_id"], calls=len(rows), changed=changed,
@@ -62,7 +72,20 @@ class Invoicer:
             inserted = insert_new(session, Call.__table__, rows, key=("file_id", "row"))
             log.info("calls_stored", file_id=d["file_id"], batch=d.get("batch"), inserted=inserted,
                      repeated=len(rows) - inserted, overlapping=overlapping)
+            if inserted:
+                self._count_stored(session, d["file_id"], inserted)
         return iter(())
+
+    def _count_stored(self, session: Session, file_id: str, inserted: int) -> None:
+        counts = session.execute(
+            update(File).where(File.id == file_id)
+            .values(calls_stored=File.calls_stored + inserted, updated_at=datetime.now(UTC))
+            .returning(File.calls_stored, File.calls_expected)).one_or_none()
+        if counts is None:
+            raise NotYetVisibleError(f"call-rated batch names file {file_id}, which is not in the database")
+        stored, expected = counts
+        if expected is not None and stored >= expected:
+            self._file_rated(session, file_id)
 
     @staticmethod
     def _find_overlaps(session: Session, file_id: str, rows: list[dict]) -> int:
@@ -77,21 +100,6 @@ class Invoicer:
         file = session.get(File, file_id)
         return mark_overlaps(rows, keys, owners, file.overlap_policy if file is not None else SKIP)
 
-    @staticmethod
-    def _call_row(d: dict, c: dict) -> dict:
-        def money(key: str) -> Decimal | None:
-            return None if c.get(key) is None else to_money(c[key])
-
-        return {
-            "file_id": d["file_id"], "row": c["row"], "carrier": d["carrier"],
-            "direction": c.get("direction") or d["direction"], "cli": c["cli"], "dialled": c["dialled"],
-            "start": datetime.fromisoformat(c["start"]), "duration": c["duration"],
-            "answered": c.get("answered", True), "charge_code": c.get("charge_code"),
-            "account_code": c.get("account_code"), "cdr_cost": money("cdr_cost"), "customer": c.get("customer"),
-            "tariff": c.get("tariff"), "code": c.get("code"), "destination": c.get("destination"),
-            "band": c.get("band"), "billable_seconds": c.get("billable_seconds"), "charge": money("charge"),
-            "cost": money("cost"), "status": c["status"], "reason": c.get("reason"),
-        }
 
     @staticmethod
     def _apply_rerate(session: Session, rows: list[dict]) -> int:
@@ -109,13 +117,27 @@ class Invoicer:
         result = session.execute(stmt, params)
         return max(result.rowcount, 0)
 
-    def _file_rated(self, session: Session, d: dict) -> None:
-        file = session.get(File, d["file_id"])
-        if file is None:
+    def _summary(self, session: Session, d: dict) -> None:
+        """The summary says how many calls the file has; once that many are stored, it is rated.
+        (A fixed-fee file's records are carrier transactions, stored by the parser: no batches.)"""
+        expected_calls = d.get("records", 0) if d.get("batches") else 0
+        counts = session.execute(
+            update(File).where(File.id == d["file_id"]).values(calls_expected=expected_calls)
+            .returning(File.calls_stored, File.calls_expected)).one_or_none()
+        if counts is None:
             raise NotYetVisibleError(f"call-rated summary names file {d['file_id']}, which is not in the database")
+        stored, expected = counts
+        if expected is None or stored >= expected:
+            self._file_rated(session, d["file_id"])
+        else:
+            log.info("file_waiting_for_batches", file_id=d["file_id"], stored=stored, expected=expected)
+
+    def _file_rated(self, session: Session, file_id: str) -> None:
+        file = session.get(File, file_id, populate_existing=True)
+        assert file is not None
         if file.status not in ("parsed", "rated"):
-            # failed (a batch was dead-lettered: it says so) or sent back by a retry: the
-            # summary of this pass is not the file's last word
+            # failed (a batch was dead-lettered: it says so) or sent back by a retry: this pass
+            # is not the file's last word
             log.info("file_rated_summary_ignored", file_id=file.id, status=file.status)
             return
         stored = session.scalar(select(func.count()).select_from(Call).where(Call.file_id == file.id))
@@ -126,7 +148,7 @@ class Invoicer:
         names = dict(session.execute(select(File.id, File.original_name).where(File.id.in_(counts))).all()) if counts else {}
         file.overlapping_calls = sum(counts.values())
         file.overlaps = overlap_summary(counts, names) if counts else None
-        log.info("file_rated", file_id=file.id, calls=stored, expected=d.get("records"),
+        log.info("file_rated", file_id=file.id, calls=stored, expected=file.calls_expected,
                  overlapping=file.overlapping_calls, overlaps=file.overlaps)
 
     def on_admin_command(self, event: Event, session: Session) -> Iterator[Outgoing]:
@@ -166,24 +188,26 @@ class Invoicer:
 
     def _issue(self, session: Session, run_id: str, customer: str, period: Period) -> None:
         _, end_utc = period.utc_bounds(self.zone)
-        # Every outstanding rated call up to the period's end: late calls of earlier periods too.
-        outstanding = session.scalars(
-            select(Call).where(Call.customer == customer, Call.status == "rated", Call.set_aside.is_(False),
-                               Call.invoice_id.is_(None), Call.start < end_utc)
-            .order_by(Call.start, Call.file_id, Call.row)
-        ).all()
-        calls = [InvoiceCall(c.file_id, c.row, c.carrier, c.cli, c.dialled, c.start, c.duration, c.charge)
-                 for c in outstanding]
-        total = call_charges_total(calls)
-        csv_file = self.runtime.store.put_bytes(calls_csv(calls, self.zone))
         invoice = Invoice(run_id=run_id, customer=customer, period_start=period.start, period_end=period.end,
-                          issued_at=datetime.now(UTC), total=total, calls_csv=csv_file.fingerprint)
+                          issued_at=datetime.now(UTC), total=Decimal(0))
         session.add(invoice)
         session.flush()
         invoice.number = f"INV-{invoice.id:06d}"
+        # Every outstanding rated call up to the period's end (late calls of earlier periods too),
+        # claimed for this invoice and read back in one statement: a call stored meanwhile is
+        # either claimed and counted, or left for the next run; never claimed and not counted.
+        claimed = session.execute(
+            update(Call).where(Call.customer == customer, Call.status == "rated", Call.set_aside.is_(False),
+                               Call.invoice_id.is_(None), Call.start < end_utc)
+            .values(invoice_id=invoice.id)
+            .returning(Call.file_id, Call.row, Call.carrier, Call.cli, Call.dialled, Call.start, Call.duration,
+                       Call.charge)
+        ).all()
+        calls = sorted((InvoiceCall(*c) for c in claimed), key=lambda c: (c.start, c.file_id, c.row))
+        total = call_charges_total(calls)
+        csv_file = self.runtime.store.put_bytes(calls_csv(calls, self.zone))
+        invoice.total, invoice.calls_csv = total, csv_file.fingerprint
         session.add(Charge(invoice_id=invoice.id, description=CALL_CHARGES, quantity=len(calls), amount=total))
-        if outstanding:
-            session.execute(update(Call).where(Call.id.in_([c.id for c in outstanding])).values(invoice_id=invoice.id))
         issued = Event(
             type=EventType.INVOICE_ISSUED, source=self.runtime.source, subject=invoice.number,
             id=event_id(EventType.INVOICE_ISSUED, customer, period.start, period.end),
@@ -199,6 +223,22 @@ class Invoicer:
         add_to_outbox(session, topic_name(self.runtime.settings.namespace, Topic.INVOICE_ISSUED), customer, issued)
         log.info("invoice_issued", invoice=invoice.number, customer=customer, period=period.label,
                  calls=len(calls), total=format_money(total))
+
+
+MONEY = ("charge", "cost", "cdr_cost")
+
+
+def call_rows(d: dict, calls: pl.DataFrame) -> list[dict]:
+    """A call-rated batch's calls as rows of the calls table (money back to Decimal)."""
+    frame = calls.with_columns(file_id=pl.lit(d["file_id"]), carrier=pl.lit(d["carrier"]),
+                               direction=pl.col("direction").fill_null(d["direction"]),
+                               answered=pl.col("answered").fill_null(True)).drop("end")
+    rows = frame.to_dicts()
+    for row in rows:
+        for name in MONEY:
+            if row[name] is not None:
+                row[name] = from_micros(row[name])
+    return rows
 
 
 def claim_usage(session: Session, claims: list[tuple[int, int, str, int]]) -> dict[UsageKey, Owner]:

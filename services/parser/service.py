@@ -1,8 +1,10 @@
-"""Parser service: file-accepted → record-parsed batches (keyed by file) and a closing summary.
+"""Parser service: file-accepted → record-parsed batches (keyed by file and batch, so one file
+spreads over partitions and rater instances) and a closing summary (keyed by file).
 
 The parsing itself is the library (``services.parser.api``); this loop finds the carrier's
-format and options, turns each parsed batch into record-parsed events of ``batch_size``
-records plus rejects, stores the rejects, and marks the file parsed or failed.
+format and options, cuts the parsed records into record-parsed events of at most
+``batch_size`` records as columns (``cdrflow.batches``), stores the rejects with the file
+(they don't travel on the bus), and marks the file parsed or failed.
 
 Idempotence: a repeat after a crash re-parses from line 1; the event ids are derived from
 (file, batch number) and the batches are cut the same way each time, so a repeat produces
@@ -13,18 +15,18 @@ only after the commit that made it ``parsed``, so a crash in between must re-yie
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import polars as pl
 from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
 from cdrflow.bus import RETRACT, Outgoing, ServiceLoop, Topic
-from cdrflow.callrecords import records_to_event
+from cdrflow.batches import cut, to_columns
+from cdrflow.callrecords import conform
 from cdrflow.db.models import Carrier, File, RejectedRow
-from cdrflow.bus.sizing import estimated_json_bytes, SPLIT_BYTES
 from cdrflow.errors import BadFileError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
@@ -82,9 +84,10 @@ class Parser:
                 if definition.kind == "sdr":
                     self._store_transactions(session, file, part)
                     continue
-                for records, rejects in _cut(records_to_event(part.records),
-                                             [r.to_event() for r in part.rejects], self.batch_size):
-                    yield self._batch(file, base, batch, records, rejects, session)
+                if part.rejects:
+                    session.execute(insert(RejectedRow), [r.to_event() | {"file_id": file.id} for r in part.rejects])
+                for piece in cut(conform(part.records), self.batch_size):
+                    yield self._batch(file, base, batch, piece)
                     batch += 1
         if (empty := totals.no_records_reason(definition.kind)) is not None:
             raise BadFileError(empty, file=file.original_name)  # fails the file whole: nothing to bill
@@ -103,37 +106,18 @@ class Parser:
             session.execute(insert(RejectedRow), [r.to_event() | {"file_id": file.id} for r in part.rejects])
         store_transactions(session, file, part.records)
 
-    def _batch(self, file: File, base: dict, batch: int, records: list, rejects: list, session: Session) -> Outgoing:
-        if rejects:
-            session.execute(insert(RejectedRow), [r | {"file_id": file.id} for r in rejects])
-        return self._outgoing(file, batch, base | {"part": "batch", "batch": batch, "records": records, "rejects": rejects})
+    def _batch(self, file: File, base: dict, batch: int, records: pl.DataFrame) -> Outgoing:
+        data = base | {"part": "batch", "batch": batch, "count": records.height, "records": to_columns(records)}
+        return self._outgoing(file, batch, data, key=f"{file.id}/{batch}")
 
-    def _outgoing(self, file: File, part: object, data: dict) -> Outgoing:
+    def _outgoing(self, file: File, part: object, data: dict, key: str | None = None) -> Outgoing:
         event = Event(type=EventType.RECORD_PARSED, source=self.runtime.source, subject=file.id,
                       id=event_id(EventType.RECORD_PARSED, file.id, part), data=data)
-        return Outgoing(Topic.RECORD_PARSED, file.id, event)
+        return Outgoing(Topic.RECORD_PARSED, key or file.id, event)
 
     def _fail(self, file: File, reason: str) -> None:
         file.status, file.status_reason, file.updated_at = "failed", reason, datetime.now(UTC)
         log.warning("file_failed", file_id=file.id, reason=reason)
-
-
-def _cut(records: list[dict], rejects: list[dict], size: int) -> Iterator[tuple[list[dict], list[dict]]]:
-    """Records and rejects merged in line order, cut into groups of ``size`` or of about
-    ``SPLIT_BYTES`` as JSON, whichever is smaller (deterministic: the cut depends only on the rows)."""
-    tagged = heapq.merge(((r["row"], 0, r) for r in records), ((r["row"], 1, r) for r in rejects))
-    out: tuple[list[dict], list[dict]] = ([], [])
-    count = held = 0
-    for _, kind, item in tagged:
-        weight = estimated_json_bytes(item)
-        if count and (count == size or held + weight > SPLIT_BYTES):
-            yield out
-            out, count, held = ([], []), 0, 0
-        out[kind].append(item)
-        count += 1
-        held += weight
-    if count:
-        yield out
 
 
 def build_loop(runtime: Runtime) -> ServiceLoop:

@@ -8,7 +8,9 @@ the call's carrier beats a general one.
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
@@ -73,7 +75,122 @@ def parse_cli(customer: str, text: str, kind: str | None = None, country_code: s
     return CliEntry(customer, kind, value, **limits)  # type: ignore[arg-type]
 
 
-_ENTRY_SCHEMA = {"customer": pl.String, "kind": pl.String, "value": pl.String, "carrier": pl.String,
+@dataclass(frozen=True)
+class Claim:
+    """A CLI a customer holds, as the conflict rule sees it: stored already (``line`` None) or
+    claimed on ``line`` of the file being loaded."""
+
+    entry: CliEntry
+    line: int | None = None
+
+
+class CliClaims:
+    """The CLIs held, indexed for the one conflict rule: two CLIs clash when they are of the same
+    kind and carrier (none is a carrier of its own), their values are equal (ranges: their spans
+    overlap) and their effective dates overlap, for then one call could match two customers.
+
+    Built from every stored CLI once per load, then each new CLI is checked and added in turn, so
+    a load of n CLIs costs a dictionary look-up per CLI, not a scan of the stored ones."""
+
+    def __init__(self, held: Iterable[Claim] = ()) -> None:
+        self._by_value: dict[tuple[str, str | None, str], list[Claim]] = {}
+        # Ranges per carrier, sorted by their low end; ``_widest`` bounds how far below a span's
+        # low end an overlapping range can start.
+        self._ranges: dict[str | None, list[tuple[int, int, int, Claim]]] = {}
+        self._widest: dict[str | None, int] = {}
+        self._added = 0  # ties in ``_ranges`` keep the order claims were added in
+        for claim in held:
+            self.add(claim)
+
+    def add(self, claim: Claim) -> None:
+        entry, carrier = claim.entry, claim.entry.carrier or None
+        if entry.kind == "range":
+            low, high = entry.bounds  # type: ignore[misc]
+            bisect.insort(self._ranges.setdefault(carrier, []), (low, self._added, high, claim))
+            self._widest[carrier] = max(self._widest.get(carrier, 0), high - low)
+        else:
+            self._by_value.setdefault((entry.kind, carrier, entry.value), []).append(claim)
+        self._added += 1
+
+    def clashes(self, entry: CliEntry) -> list[Claim]:
+        """The claims ``entry`` clashes with, in the order they were added (stored ones first)."""
+        carrier = entry.carrier or None
+        if entry.kind == "range":
+            low, high = entry.bounds  # type: ignore[misc]
+            spans = self._ranges.get(carrier, [])
+            first = bisect.bisect_left(spans, (low - self._widest.get(carrier, 0),))
+            last = bisect.bisect_right(spans, (high, float("inf")))
+            found = sorted((span for span in spans[first:last] if span[2] >= low), key=lambda span: span[1])
+            candidates = [span[3] for span in found]
+        else:
+            candidates = self._by_value.get((entry.kind, carrier, entry.value), [])
+        return [c for c in candidates if dates_overlap(c.entry, entry)]
+
+    def check(self, entry: CliEntry, text: str) -> Claim | None:
+        """None if ``entry`` is new; the claim it repeats if its customer holds it already (adding
+        it again changes nothing). The first clash decides; one with another customer, or with
+        another range of the same customer, raises InputError naming the CLI it overlaps."""
+        for other in self.clashes(entry):
+            if other.entry.customer == entry.customer and other.entry.value == entry.value:
+                return other
+            where = f" on line {other.line}" if other.line is not None else ""
+            raise InputError(f"CLI {text} overlaps {other.entry.kind} {other.entry.value} "
+                             f"of customer {other.entry.customer}{where}")
+        return None
+
+
+def check_claims(entries: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.Series, int, list[tuple[int, str]]]:
+    """A file's CLIs checked, in line order, against the stored ones and the file's earlier
+    lines, by ``CliClaims.check``'s rule. ``entries``: ``line``, ``cli`` and ``ENTRY_SCHEMA``
+    (as ``read_clis`` returns them); ``stored``: ``ENTRY_SCHEMA``, in the order added. Returns
+    which entries are new (to store), how many are held already, and (line, problem) per clash.
+
+    Only a CLI whose kind and value occur again (stored, or on another line) or a range can
+    clash; the rest are new without a look. A CLI on one line that one stored CLI of the same
+    customer holds, neither limited by carrier or dates, is held without a look. The others go
+    through ``CliClaims`` one by one, beside the stored CLIs they could clash with."""
+    unrestricted = pl.col("carrier").is_null() & pl.col("effective_from").is_null() & pl.col("effective_to").is_null()
+    holders = stored.group_by("kind", "value").agg(_stored=pl.len(), _holder=pl.col("customer").first(),
+                                                   _plain=unrestricted.all())
+    marked = entries.with_columns(_n=pl.len().over("kind", "value")) \
+        .join(holders, on=["kind", "value"], how="left", maintain_order="left") \
+        .with_columns(_held=((pl.col("kind") != "range") & (pl.col("_n") == 1) & (pl.col("_stored") == 1)
+                             & (pl.col("_holder") == pl.col("customer")) & pl.col("_plain") & unrestricted)
+                      .fill_null(False)) \
+        .with_columns(_look=((pl.col("kind") == "range") | (pl.col("_n") > 1) | pl.col("_stored").is_not_null())
+                      & ~pl.col("_held"))
+    new, held = ~(marked["_look"] | marked["_held"]), int(marked["_held"].sum())
+    looked = marked.filter("_look")
+    if not looked.height:
+        return new, held, []
+    keys = looked.select("kind", "value").unique().with_columns(_near=pl.lit(True))
+    near = stored.join(keys, on=["kind", "value"], how="left", maintain_order="left") \
+        .filter((pl.col("kind") == "range") | pl.col("_near").is_not_null()).drop("_near")
+    claims = CliClaims(Claim(CliEntry(*row)) for row in near.iter_rows())
+    problems, accepted = [], set()
+    for line, text, *fields in looked.select("line", "cli", *ENTRY_SCHEMA).iter_rows():
+        entry = CliEntry(*fields)
+        try:
+            repeated = claims.check(entry, text)
+        except InputError as exc:
+            problems.append((line, str(exc)))
+            continue
+        if repeated is None:
+            claims.add(Claim(entry, line))
+            accepted.add(line)
+        else:
+            held += 1
+    return new | pl.Series([line in accepted for line in entries["line"]], dtype=pl.Boolean), held, problems
+
+
+def dates_overlap(a: CliEntry, b: CliEntry) -> bool:
+    """Effective dates run from inclusive to exclusive; a missing one is open-ended."""
+    a_from, a_to = a.effective_from or date.min, a.effective_to or date.max
+    b_from, b_to = b.effective_from or date.min, b.effective_to or date.max
+    return a_from < b_to and b_from < a_to
+
+
+ENTRY_SCHEMA = {"customer": pl.String, "kind": pl.String, "value": pl.String, "carrier": pl.String,
                  "effective_from": pl.Date, "effective_to": pl.Date}
 _PLAIN_NUMBER = r"^\+?[0-9]+\*?$"
 """CLIs written as plain digits ('+441632960001', '01632960001', '+4416329600*'): read by column
@@ -82,7 +199,7 @@ _PLAIN_NUMBER = r"^\+?[0-9]+\*?$"
 
 def cli_table(customers: pl.Series, texts: pl.Series, country_code: str = "44", first_line: int = 2) -> pl.DataFrame:
     """A customers file's ``customer,cli`` columns read as ``parse_cli`` reads each row, as a
-    table in ``_ENTRY_SCHEMA`` for ``CliDirectory.from_table``. Plain DDIs and DDI prefixes
+    table in ``ENTRY_SCHEMA`` for ``CliDirectory.from_table``. Plain DDIs and DDI prefixes
     (nearly every row of a big file) are read by column; InputError lists the bad rows by line."""
     df = pl.DataFrame({"customer": customers.str.strip_chars(), "text": texts.fill_null("").str.strip_chars()}) \
         .with_row_index("line", offset=first_line)
@@ -106,6 +223,54 @@ def cli_table(customers: pl.Series, texts: pl.Series, country_code: str = "44", 
         carrier=pl.lit(None, pl.String), effective_from=pl.lit(None, pl.Date), effective_to=pl.lit(None, pl.Date))
 
 
+_SPACED_NUMBER = r"^\+?[0-9 ]*[0-9][0-9 ]*\*?$"
+"""A DDI or DDI prefix written with digits and spaces only ('+44 1632 960001', '01632960*'):
+``parse_cli`` reads it as its digits with the spaces taken out, which a column can do."""
+
+
+def read_clis(rows: pl.DataFrame, country_code: str = "44") -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """A customers file's CLIs, each row read as ``parse_cli`` reads it, for files of tens of
+    thousands of rows: DDIs and DDI prefixes written as plain numbers (nearly every row) by
+    column, the rest (ranges, codes, a ``kind`` given, effective dates) row by row.
+
+    ``rows``: ``line`` (UInt32) and the text columns ``customer``, ``cli``, ``kind``,
+    ``carrier``, ``effective_from``, ``effective_to`` ("" for none). Returns ``line``, ``cli``
+    (as written) and ``ENTRY_SCHEMA``'s columns in line order, and (line, problem) for each row
+    that is no CLI."""
+    auto_kind = pl.when(pl.col("cli").str.ends_with("*")).then(pl.lit("prefix")).otherwise(pl.lit("ddi"))
+    fast = (pl.col("cli").str.contains(_SPACED_NUMBER) & ((pl.col("kind") == "") | (pl.col("kind") == auto_kind))
+            & (pl.col("effective_from") == "") & (pl.col("effective_to") == ""))
+    rows = rows.with_columns(_fast=fast)
+    plain = rows.filter("_fast").select(
+        "line", "cli", "customer", kind=auto_kind,
+        value=normalise_expr(pl.col("cli").str.replace_all(" ", "", literal=True).str.strip_suffix("*"), country_code),
+        carrier=pl.when(pl.col("carrier") == "").then(None).otherwise(pl.col("carrier")),
+        effective_from=pl.lit(None, pl.Date), effective_to=pl.lit(None, pl.Date))
+    parsed, problems = [], []
+    for line, customer, text, kind, carrier, from_text, to_text in rows.filter(~pl.col("_fast")).select(
+            "line", "customer", "cli", "kind", "carrier", "effective_from", "effective_to").iter_rows():
+        try:
+            e = parse_cli(customer, text, kind or None, country_code, carrier=carrier or None,
+                          effective_from=parse_date("effective_from", from_text),
+                          effective_to=parse_date("effective_to", to_text))
+        except InputError as exc:
+            problems.append((line, str(exc)))
+            continue
+        parsed.append((line, text, e.customer, e.kind, e.value, e.carrier, e.effective_from, e.effective_to))
+    schema = {"line": pl.UInt32, "cli": pl.String, **ENTRY_SCHEMA}
+    return pl.concat([plain.cast(schema), pl.DataFrame(parsed, schema=schema, orient="row")]).sort("line"), problems
+
+
+def parse_date(column: str, text: str | None) -> date | None:
+    """An effective date as written (YYYY-MM-DD); none if blank."""
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{column} {text!r} is not a date YYYY-MM-DD") from None
+
+
 class CliDirectory:
     """Every customer's CLIs, compiled for matching a whole batch of calls at once.
 
@@ -115,14 +280,14 @@ class CliDirectory:
     through the precedence rules."""
 
     def __init__(self, entries: list[CliEntry]) -> None:
-        columns = {name: [getattr(e, name) for e in entries] for name in _ENTRY_SCHEMA}
-        self._compile(pl.DataFrame(columns, schema=_ENTRY_SCHEMA))
+        columns = {name: [getattr(e, name) for e in entries] for name in ENTRY_SCHEMA}
+        self._compile(pl.DataFrame(columns, schema=ENTRY_SCHEMA))
 
     @classmethod
     def from_table(cls, table: pl.DataFrame) -> CliDirectory:
-        """From rows in ``_ENTRY_SCHEMA`` (as ``cli_table`` reads them), without an object per CLI."""
+        """From rows in ``ENTRY_SCHEMA`` (as ``cli_table`` reads them), without an object per CLI."""
         directory = cls.__new__(cls)
-        directory._compile(table.select([pl.col(n).cast(t) for n, t in _ENTRY_SCHEMA.items()]))
+        directory._compile(table.select([pl.col(n).cast(t) for n, t in ENTRY_SCHEMA.items()]))
         return directory
 
     def _compile(self, table: pl.DataFrame) -> None:

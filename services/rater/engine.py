@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from cdrflow.callrecords import conform
+from cdrflow.callrecords import RATED_SCHEMA, conform
 from cdrflow.numbers import normalise_expr
 from services.rater.plan import WHOLESALE_TARIFF, RatingPlan
 from services.rater.pricing import billable_seconds_expr, divisor, exact_price, round_expr, round_units
@@ -34,11 +34,6 @@ from services.rater.schedule import BANDS, MINUTES_PER_DAY, WEEK, Schedule
 
 RATE_COLUMNS = ("code", "destination", "peak", "offpeak", "weekend", "peak_setup", "offpeak_setup",
                 "weekend_setup", "minimum", "initial", "subsequent")
-RATED_SCHEMA = {
-    "customer": pl.String, "tariff": pl.String, "code": pl.String, "destination": pl.String, "band": pl.String,
-    "billable_seconds": pl.Int64, "charge": pl.Int64, "cost": pl.Int64, "cdr_cost": pl.Int64,
-    "status": pl.String, "reason": pl.String,
-}
 _DIVISORS = {places: divisor(places) for places in range(7)}
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 

@@ -8,19 +8,21 @@ active version stays active. ``load_plan`` compiles the whole lot for the engine
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+import polars as pl
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cdrflow.db.models import Customer, CustomerCli, PeakSchedule, RateSheetVersion
 from cdrflow.db.models import Tariff as TariffRow
 from cdrflow.errors import InputError
 from cdrflow.filestore import FileStore
-from cdrflow.reference import ReferenceDataError, csv_rows, record_change
-from services.rater.clis import CliEntry, parse_cli
+from cdrflow.reference import ReferenceDataError, csv_columns, csv_rows, insert_columns, record_change
+from services.rater.clis import ENTRY_SCHEMA, Claim, CliClaims, CliEntry, check_claims, parse_cli, read_clis
 from services.rater.plan import RETAIL, WHOLESALE, RatingPlan, SheetKey, Tariff
 from services.rater.ratesheet import read_rate_sheet
 from services.rater.schedule import Schedule
@@ -97,19 +99,15 @@ def add_cli(session: Session, customer: str, text: str, *, kind: str | None = No
         raise InputError(f"no customer {customer!r}")
     entry = parse_cli(customer, text, kind, carrier=carrier, effective_from=effective_from,
                       effective_to=effective_to)
-    for other in session.scalars(select(CustomerCli).where(CustomerCli.kind == entry.kind)):
-        if (other.carrier or None) != (entry.carrier or None):
-            continue
-        if entry.kind == "range":
-            lo, hi = entry.bounds  # type: ignore[misc]
-            olo, ohi = (int(x) for x in other.value.split("-"))
-            clash = lo <= ohi and olo <= hi
-        else:
-            clash = other.value == entry.value
-        if clash and _dates_overlap(other, entry):
-            if other.customer_code == customer and other.value == entry.value:
-                return other  # already there: adding it again changes nothing
-            raise InputError(f"CLI {text} overlaps {other.kind} {other.value} of customer {other.customer_code}")
+    # Only the CLIs that could clash are read: the same value of the kind, or every range.
+    same = CustomerCli.kind == entry.kind
+    candidates = session.scalars(select(CustomerCli).where(same if entry.kind == "range" else
+                                                           same & (CustomerCli.value == entry.value))
+                                 .order_by(CustomerCli.id)).all()
+    held = [Claim(_entry_of(row)) for row in candidates]
+    repeated = CliClaims(held).check(entry, text)
+    if repeated is not None:
+        return candidates[next(n for n, claim in enumerate(held) if claim is repeated)]
     row = CustomerCli(customer_code=customer, kind=entry.kind, value=entry.value, carrier=entry.carrier,
                       effective_from=entry.effective_from, effective_to=entry.effective_to)
     session.add(row)
@@ -117,38 +115,99 @@ def add_cli(session: Session, customer: str, text: str, *, kind: str | None = No
     return row
 
 
-def _dates_overlap(a: CustomerCli, b: CliEntry) -> bool:
-    a_from, a_to = a.effective_from or date.min, a.effective_to or date.max
-    b_from, b_to = b.effective_from or date.min, b.effective_to or date.max
-    return a_from < b_to and b_from < a_to
+def _entry_of(row: CustomerCli) -> CliEntry:
+    return CliEntry(row.customer_code, row.kind, row.value, row.carrier, row.effective_from, row.effective_to)
 
 
-def load_customers(session: Session, path: Path) -> int:
-    """CSV ``customer,name,tariff,cli[,kind,carrier,effective_from,effective_to]``: one line per
-    CLI; customers are created or updated. All lines are checked before anything is saved."""
-    rows = csv_rows(path, ("customer", "name", "cli"))
-    problems = []
-    for number, row in rows:
-        try:
-            parse_cli(row["customer"], row["cli"], row.get("kind") or None)
-            for field in ("effective_from", "effective_to"):
-                if row.get(field):
-                    date.fromisoformat(row[field])
-        except (InputError, ValueError) as exc:
-            problems.append(f"line {number}: {exc}")
+@dataclass(frozen=True)
+class CustomersLoaded:
+    """What one customers file changed."""
+
+    customers: int  # in the file
+    customers_added: int
+    customers_changed: int
+    clis_added: int
+    clis_held: int  # lines whose customer holds that CLI already: loading them again changes nothing
+
+    def __str__(self) -> str:
+        return (f"{self.customers} customer(s): {self.customers_added} new, {self.customers_changed} changed; "
+                f"{self.clis_added} CLI(s) added, {self.clis_held} already held")
+
+
+def load_customers(session: Session, path: Path) -> CustomersLoaded:
+    """``load_customers_csv`` of a file on disk."""
+    return load_customers_csv(session, path.read_bytes(), source=str(path))
+
+
+def load_customers_csv(session: Session, content: bytes, *, source: str, country_code: str = "44") -> CustomersLoaded:
+    """CSV ``customer,name,tariff,cli[,kind,carrier,effective_from,effective_to,billing_email]``:
+    one line per CLI; customers are created or updated (name and tariff from a customer's first
+    line; its billing email only if the file has that column).
+
+    All or nothing: every line is checked first, in memory, and any problem refuses the whole
+    file (ReferenceDataError, every problem with its line number). The checks are those of
+    ``add_cli``, against the stored CLIs (read once) and the file's earlier lines. Then the
+    customers and CLIs are written in bulk and the change is logged once, so the reference
+    version moves once per load (not at all if the file changes nothing)."""
+    lines, columns = csv_columns(content, source, ("customer", "name", "cli"))
+    blank = [""] * len(lines)
+    rows = pl.DataFrame({"line": pl.Series(lines, dtype=pl.UInt32)} | {
+        name: pl.Series(columns.get(name, blank), dtype=pl.String)
+        for name in ("customer", "name", "tariff", "cli", "kind", "carrier", "effective_from", "effective_to",
+                     "billing_email")})
+    problems = [(line, "customer is empty") for line in rows.filter(pl.col("customer") == "")["line"]]
+    rows = rows.filter(pl.col("customer") != "")
+
+    session.flush()  # the caller's pending changes (a tariff just added) are visible to the reads below
+    tariffs = set(session.scalars(select(TariffRow.code)))
+    stored = {code: (name, tariff, email) for code, name, tariff, email in session.execute(
+        select(Customer.code, Customer.name, Customer.tariff, Customer.billing_email))}
+    customers: dict[str, tuple[str, str | None, str | None]] = {}
+    for line, code, name, tariff, email in rows.unique("customer", keep="first", maintain_order=True).select(
+            "line", "customer", "name", "tariff", "billing_email").iter_rows():
+        if tariff and tariff not in tariffs:
+            problems.append((line, f"customer {code}: no tariff {tariff!r}"))
+        if "billing_email" not in columns:
+            email = stored[code][2] if code in stored else None
+        customers[code] = (name, tariff or None, email or None)
+
+    entries, bad = read_clis(rows, country_code)
+    new, held, clashes = check_claims(entries, _cli_table(session))
+    problems += bad + clashes
     if problems:
-        raise ReferenceDataError(str(path), problems)
-    seen: set[str] = set()
-    for _, row in rows:
-        if row["customer"] not in seen:
-            save_customer(session, row["customer"], row["name"], row.get("tariff") or None,
-                          billing_email=row.get("billing_email") or None)
-            seen.add(row["customer"])
-        session.flush()
-        add_cli(session, row["customer"], row["cli"], kind=row.get("kind") or None, carrier=row.get("carrier") or None,
-                effective_from=date.fromisoformat(row["effective_from"]) if row.get("effective_from") else None,
-                effective_to=date.fromisoformat(row["effective_to"]) if row.get("effective_to") else None)
-    return len(seen)
+        raise ReferenceDataError(source, [f"line {line}: {message}" for line, message in sorted(problems)])
+
+    added = [code for code in customers if code not in stored]
+    changed = [{"_code": code, "name": name, "tariff": tariff, "billing_email": email}
+               for code, (name, tariff, email) in customers.items()
+               if code in stored and stored[code] != (name, tariff, email)]
+    clis = entries.filter(new).select(
+        pl.col("customer").alias("customer_code"), "kind", "value", "carrier", "effective_from", "effective_to")
+    # Customers first: a CLI's customer must exist (a foreign key). Core statements, not an ORM
+    # object per row; a customer the session holds already is refreshed when next read.
+    insert_columns(session, Customer.__table__, {
+        "code": added, **{column: [customers[code][n] for code in added]
+                          for n, column in enumerate(("name", "tariff", "billing_email"))},
+        "billing_schedule": ["monthly"] * len(added)})
+    if changed:
+        session.execute(update(Customer.__table__).where(Customer.__table__.c.code == bindparam("_code")), changed)
+    insert_columns(session, CustomerCli.__table__, clis.to_dict(as_series=False))
+    for held_customer in [o for o in session.identity_map.values() if isinstance(o, Customer)]:
+        if held_customer.code in customers:
+            session.expire(held_customer, ["name", "tariff", "billing_email", "clis"])
+    loaded = CustomersLoaded(len(customers), len(added), len(changed), clis.height, held)
+    if added or changed or clis.height:
+        record_change(session, "customer", source.rsplit("/", 1)[-1][:200], "loaded", str(loaded))
+    return loaded
+
+
+def _cli_table(session: Session) -> pl.DataFrame:
+    """Every stored CLI in ``ENTRY_SCHEMA``, in the order added: a column table read through
+    Core rows, not an ORM object per CLI (a reseller has tens of thousands)."""
+    c = CustomerCli.__table__.c
+    rows = session.execute(select(c.customer_code, c.kind, c.value, c.carrier, c.effective_from, c.effective_to)
+                           .order_by(c.id)).all()
+    return pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
 
 
 def load_plan(session: Session, store: FileStore, zone: ZoneInfo, country_code: str = "44") -> RatingPlan:
@@ -163,10 +222,7 @@ def load_plan(session: Session, store: FileStore, zone: ZoneInfo, country_code: 
         for t in session.scalars(select(TariffRow))
     }
     customers = {c.code: c.tariff for c in session.scalars(select(Customer)) if c.tariff}
-    clis = [
-        CliEntry(c.customer_code, c.kind, c.value, c.carrier, c.effective_from, c.effective_to)
-        for c in session.scalars(select(CustomerCli))
-    ]
+    clis = _cli_table(session)
     newest = select(RateSheetVersion.kind, RateSheetVersion.owner, RateSheetVersion.direction,
                     RateSheetVersion.carrier, func.max(RateSheetVersion.version).label("version")) \
         .group_by(RateSheetVersion.kind, RateSheetVersion.owner, RateSheetVersion.direction, RateSheetVersion.carrier) \

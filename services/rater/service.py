@@ -1,5 +1,9 @@
 """Rater service: record-parsed batches → call-rated batches, priced by the rating engine.
 
+Batches are columns (``cdrflow.batches``) in and out; a call-rated batch keeps its
+record-parsed batch's key (file and batch), so one file's batches spread over partitions and
+invoicer instances as they did over raters.
+
 It writes nothing to the database (the invoicer keeps the calls ledger), so a crash can
 only repeat work. When reference data changes (a new version in the change log), it
 reloads its plan and re-rates the calls waiting in reconciliation that are not yet
@@ -16,12 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
-from cdrflow.bus.sizing import sized_chunks
-from cdrflow.callrecords import RECORD_SCHEMA, records_from_event
+from cdrflow.batches import cut, from_columns, to_columns
+from cdrflow.callrecords import RECORD_SCHEMA
 from cdrflow.db.models import Call
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
-from cdrflow.money import from_micros, to_micros
+from cdrflow.money import to_micros
 from cdrflow.reference import reference_version
 from cdrflow.runtime import Runtime
 from services.rater.engine import rate_calls
@@ -31,22 +35,6 @@ from services.rater.reference import load_plan
 log = get_logger(__name__)
 
 RECON_STATUSES = ("unmatched", "unrated")
-
-
-def _money_text(micros: int | None) -> str | None:
-    return None if micros is None else f"{from_micros(micros).normalize():f}"
-
-
-def rated_to_event(rated: pl.DataFrame) -> list[dict]:
-    """The engine's output as call-rated call objects (money as decimal strings)."""
-    out = []
-    for call in rated.iter_rows(named=True):
-        call["start"] = call["start"].isoformat()
-        call["end"] = call["end"].isoformat() if call["end"] else None
-        for money in ("charge", "cost", "cdr_cost"):
-            call[money] = _money_text(call[money])
-        out.append(call)
-    return out
 
 
 class PlanCache:
@@ -81,19 +69,21 @@ class Rater:
             return
         event.require("batch", "records")
         _, plan = self.plans.current(session)
-        rated = rate_calls(records_from_event(d["records"]), plan, carrier=d["carrier"], direction=d["direction"])
+        records = from_columns(d["records"], RECORD_SCHEMA)
+        rated = rate_calls(records, plan, carrier=d["carrier"], direction=d["direction"])
         head = {k: d[k] for k in ("file_id", "carrier", "direction", "batch")} | {"part": "batch"}
+        key = f"{d['file_id']}/{d['batch']}"
         # A rated call carries more than its record (destination, reason): a batch that would
         # outgrow the broker's limit goes on in pieces, ids "<batch>.<piece>" (the same each time).
-        pieces = list(sized_chunks(rated_to_event(rated), max_count=max(len(rated), 1)))
-        for n, calls in enumerate(pieces or [[]]):
-            yield self._outgoing(d["file_id"], d["batch"] if len(pieces) <= 1 else f"{d['batch']}.{n}",
-                                 head | {"calls": calls})
+        pieces = list(cut(rated, max_rows=max(rated.height, 1))) or [rated]
+        for n, calls in enumerate(pieces):
+            yield self._outgoing(d["file_id"], d["batch"] if len(pieces) == 1 else f"{d['batch']}.{n}",
+                                 head | {"count": calls.height, "calls": to_columns(calls)}, key)
 
-    def _outgoing(self, file_id: str, part: object, data: dict) -> Outgoing:
+    def _outgoing(self, file_id: str, part: object, data: dict, key: str | None = None) -> Outgoing:
         event = Event(type=EventType.CALL_RATED, source=self.runtime.source, subject=file_id,
                       id=event_id(EventType.CALL_RATED, file_id, part), data=data)
-        return Outgoing(Topic.CALL_RATED, file_id, event)
+        return Outgoing(Topic.CALL_RATED, key or file_id, event)
 
     # --- reconciliation --------------------------------------------------------------
 
@@ -109,7 +99,7 @@ class Rater:
             self.runtime.producer.send(topic_name(self.runtime.settings.namespace, out.topic), out.key, out.event)
         self.runtime.producer.flush()
         self.rerated_version = version
-        sent = sum(len(o.event.data["calls"]) for o in outgoing)
+        sent = sum(o.event.data["count"] for o in outgoing)
         if sent:
             log.info("reconciliation_rerated", reference_version=version, calls=sent)
         return sent
@@ -127,9 +117,10 @@ class Rater:
                 chunk = rows[start:start + size]
                 records = pl.DataFrame([_record_of(c) for c in chunk], schema=RECORD_SCHEMA)
                 rated = rate_calls(records, plan, carrier=carrier, direction=direction)
-                for calls in sized_chunks(rated_to_event(rated), max_count=size):
+                for calls in cut(rated, max_rows=size):
                     data = {"file_id": file_id, "carrier": carrier, "direction": direction, "batch": n,
-                            "part": "rerate", "reference_version": version, "calls": calls}
+                            "part": "rerate", "reference_version": version, "count": calls.height,
+                            "calls": to_columns(calls)}
                     yield self._outgoing(file_id, f"rerate-{version}-{n}", data)
                     n += 1
 

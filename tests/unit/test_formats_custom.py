@@ -171,6 +171,8 @@ def test_formats_are_defined_and_given_to_carriers_over_the_api(db):
 
 
 def test_the_parser_service_reads_a_carriers_file_in_its_custom_format_and_zone_and_stores_rejections(db):
+    from datetime import UTC, datetime
+
     from cdrflow.db.models import File, RejectedRow
     from cdrflow.events import EventType
     from cdrflow.intake import FileMetadata, file_arrived
@@ -189,7 +191,8 @@ def test_the_parser_service_reads_a_carriers_file_in_its_custom_format_and_zone_
     with db.database.transaction() as session:
         out = [o.event for o in Parser(db).on_file_accepted(accepted, session)]
     [batch] = [e.data for e in out if e.data["part"] == "batch"]
-    assert [(r["row"], r["start"]) for r in batch["records"]] == [(1, "2026-10-24T22:59:30+00:00")]  # BST
+    start = datetime(2026, 10, 24, 22, 59, 30, tzinfo=UTC)  # 23:59:30 BST
+    assert (batch["records"]["row"], batch["records"]["start_us"]) == ([1], [int(start.timestamp() * 1_000_000)])
     with db.database.transaction() as session:
         file = session.get(File, accepted.data["file_id"])
         assert (file.status, file.rows, file.rejected) == ("parsed", 4, 2)

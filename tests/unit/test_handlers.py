@@ -172,3 +172,27 @@ def test_a_file_whose_every_row_is_rejected_fails_with_its_first_reason_and_anno
         file = session.get(File, accepted.subject)
         assert file.status == "failed" and "2 of 2 rows rejected" in file.status_reason
         assert "first at line 2: start 'not-a-date' is not an ISO 8601 date-time" in file.status_reason
+
+
+def test_a_file_is_rated_once_its_last_batch_is_stored_whatever_the_order_its_summary_came_in(runtime):
+    """Batches travel on several partitions: the summary may be stored before them."""
+    [accepted] = handle(runtime, Dedupe(runtime).on_file_arrived, arrive(runtime, "gamma-cdr-20261001.csv"))
+    rated = [r for p in handle(runtime, Parser(runtime).on_file_accepted, accepted)
+             for r in handle(runtime, Rater(runtime).on_record_parsed, p)]
+    summary, *batches = sorted(rated, key=lambda e: e.data["part"] != "summary")
+    assert len(batches) == 3  # 7 calls, batch size 3
+
+    def status() -> tuple[str, int]:
+        with runtime.database.transaction() as session:
+            file = session.get(File, accepted.subject)
+            return file.status, file.calls_stored
+
+    handle(runtime, Invoicer(runtime).on_call_rated, summary)
+    assert status() == ("parsed", 0)
+    for n, batch in enumerate(reversed(batches), start=1):
+        handle(runtime, Invoicer(runtime).on_call_rated, batch)
+        handle(runtime, Invoicer(runtime).on_call_rated, batch)  # a repeat counts nothing
+        assert status()[0] == ("rated" if n == len(batches) else "parsed")
+    assert status() == ("rated", 7)
+    with runtime.database.transaction() as session:
+        assert session.get(File, accepted.subject).calls == 7

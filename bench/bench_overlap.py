@@ -23,13 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import polars as pl  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from cdrflow.db import Database, migrate  # noqa: E402
 from cdrflow.db.models import Call, CallUsageClaim  # noqa: E402
 from cdrflow.db.upsert import insert_new  # noqa: E402
 from services.invoicer.overlap import usage_key  # noqa: E402
-from services.invoicer.service import Invoicer  # noqa: E402
+from services.invoicer.ledger import CALL_COLUMNS, store_calls  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / ".data"
 DATA_VERSION = "v3"
@@ -124,12 +125,14 @@ def run(source: Path, args: argparse.Namespace, *, check: bool) -> tuple[float, 
     for part in file_batches(args.calls, args.stored, args.batch):
         started = time.perf_counter()
         with database.transaction() as session:
-            if check:
-                overlapping += Invoicer._find_overlaps(session, FILE_ID, part)
+            if check:  # the calls ledger: claims, marks and calls, as the invoicer stores a batch
+                stored = store_calls(session, pl.DataFrame(part, schema=CALL_COLUMNS),
+                                     overlap_policy_of=lambda _file: "skip")
+                overlapping += stored.overlapping
             else:
                 for r in part:
                     r["overlaps_file_id"], r["set_aside"] = None, False
-            insert_new(session, Call.__table__, part, key=("file_id", "row"))
+                insert_new(session, Call.__table__, part, key=("file_id", "row"))
         seconds += time.perf_counter() - started
     database.dispose()
     work.unlink()

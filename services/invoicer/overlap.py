@@ -14,9 +14,12 @@ again under its own (file, row), as after a crash, does not.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import polars as pl
 
 SKIP, BILL = "skip", "bill"
 POLICIES = (SKIP, BILL)
@@ -36,6 +39,35 @@ def usage_key(carrier: str, cli: str, dialled: str, start: datetime, duration: i
     digest = hashlib.blake2b(f"{carrier}\x1f{cli}\x1f{dialled}\x1f{micros}\x1f{duration}".encode(),
                              digest_size=8).digest()
     return micros // 1_000_000, int.from_bytes(digest, "big", signed=True)
+
+
+def usage_text(start_micros: pl.Expr) -> pl.Expr:
+    """What ``usage_key`` hashes, as UTF-8 bytes: a polars expression over a frame's ``carrier``,
+    ``cli``, ``dialled`` and ``duration`` (an integer) columns and ``start_micros`` (microseconds
+    since 1970 UTC)."""
+    return pl.concat_str([pl.col("carrier"), pl.col("cli"), pl.col("dialled"), start_micros.cast(pl.String),
+                          pl.col("duration").cast(pl.String)], separator="\x1f").cast(pl.Binary)
+
+
+def usage_hashes(texts: Sequence[bytes]) -> pl.Series:
+    """The signed 64-bit hash of each ``usage_text``, as an Int64 series. Only BLAKE2b runs once per
+    call in Python (hashlib has no batch form): about half a microsecond a call."""
+    blake2b = hashlib.blake2b
+    digests = b"".join([blake2b(t, digest_size=8).digest() for t in texts])
+    return pl.Series("usage_hash", struct.unpack(f">{len(texts)}q", digests), dtype=pl.Int64)
+
+
+def usage_keys(calls: pl.DataFrame) -> pl.DataFrame:
+    """``usage_key`` of every call of ``calls`` (columns carrier, cli, dialled, start as an aware
+    Datetime, duration as an integer), row for row: columns ``usage_start`` and ``usage_hash``."""
+    start = calls.schema["start"]
+    if not isinstance(start, pl.Datetime) or start.time_zone is None:
+        raise ValueError(f"start is {start}: a usage key needs an aware Datetime (an instant)")
+    micros = pl.col("start").dt.cast_time_unit("us").dt.epoch("us")
+    keys = calls.select(usage_start=micros // 1_000_000, text=usage_text(micros))
+    if keys["text"].null_count():
+        raise ValueError("a call without carrier, cli, dialled, start or duration has no usage key")
+    return keys.select("usage_start").with_columns(usage_hashes(keys["text"].to_list()))
 
 
 @dataclass(frozen=True)

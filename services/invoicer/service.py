@@ -24,28 +24,17 @@ from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_to_outbox
 from cdrflow.callrecords import CALL_SCHEMA
 from cdrflow.db.models import Call, Charge, Customer, File, Invoice
-from cdrflow.db.upsert import insert_new
 from cdrflow.errors import BadEventError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.money import format_money, from_micros
 from cdrflow.runtime import Runtime
 from services.invoicer.invoice import CALL_CHARGES, InvoiceCall, call_charges_total, calls_csv
-from services.invoicer.overlap import (
-    OVERLAP_COMMANDS,
-    SKIP,
-    Owner,
-    UsageKey,
-    mark_overlaps,
-    overlap_summary,
-    usage_key,
-)
+from services.invoicer.ledger import CALL_COLUMNS, store_calls
+from services.invoicer.overlap import OVERLAP_COMMANDS, SKIP, overlap_summary
 from services.invoicer.periods import Period
 
 log = get_logger(__name__)
-
-CLAIM_STATEMENT_ROWS = 2000
-"""Claims per insert statement: 4 parameters a row stays under SQLite's 32,766 and PostgreSQL's 65,535."""
 
 
 class Invoicer:
@@ -62,18 +51,26 @@ class Invoicer:
             self._summary(session, d)
             return iter(())
         event.require("carrier", "direction", "calls")
-        rows = call_rows(d, from_columns(d["calls"], CALL_SCHEMA))
+        calls = ledger_frame(d, from_columns(d["calls"], CALL_SCHEMA))
         if d["part"] == "rerate":
+            rows = calls.to_dicts()
+            for row in rows:  # the Money column type binds Decimal amounts
+                for name in ("charge", "cost", "cdr_cost"):
+                    row[name] = None if row[name] is None else from_micros(row[name])
             changed = self._apply_rerate(session, rows)
             log.info("calls_rerated", file_id=d["file_id"], calls=len(rows), changed=changed,
                      reference_version=d.get("reference_version"))
-        else:
-            overlapping = self._find_overlaps(session, d["file_id"], rows)
-            inserted = insert_new(session, Call.__table__, rows, key=("file_id", "row"))
-            log.info("calls_stored", file_id=d["file_id"], batch=d.get("batch"), inserted=inserted,
-                     repeated=len(rows) - inserted, overlapping=overlapping)
-            if inserted:
-                self._count_stored(session, d["file_id"], inserted)
+            return iter(())
+
+        def policy(file_id: str) -> str:
+            file = session.get(File, file_id)
+            return file.overlap_policy if file is not None else SKIP
+
+        stored = store_calls(session, calls, overlap_policy_of=policy)
+        log.info("calls_stored", file_id=d["file_id"], batch=d.get("batch"), inserted=stored.inserted,
+                 repeated=stored.repeated, overlapping=stored.overlapping)
+        if stored.inserted:
+            self._count_stored(session, d["file_id"], stored.inserted)
         return iter(())
 
     def _count_stored(self, session: Session, file_id: str, inserted: int) -> None:
@@ -86,20 +83,6 @@ class Invoicer:
         stored, expected = counts
         if expected is not None and stored >= expected:
             self._file_rated(session, file_id)
-
-    @staticmethod
-    def _find_overlaps(session: Session, file_id: str, rows: list[dict]) -> int:
-        """Claim each call's usage key and learn, in the same statement, who holds it: a key held
-        by another (file, row) makes the call overlapping. The claim is the check, so of two files
-        stored at once by two invoicers, the database decides which one overlaps the other."""
-        keys = [usage_key(r["carrier"], r["cli"], r["dialled"], r["start"], r["duration"]) for r in rows]
-        firsts: dict[UsageKey, dict] = {}
-        for key, r in zip(keys, rows, strict=True):
-            firsts.setdefault(key, r)  # a usage repeated within the batch: its first row claims it
-        owners = claim_usage(session, [(*k, r["file_id"], r["row"]) for k, r in firsts.items()])
-        file = session.get(File, file_id)
-        return mark_overlaps(rows, keys, owners, file.overlap_policy if file is not None else SKIP)
-
 
     @staticmethod
     def _apply_rerate(session: Session, rows: list[dict]) -> int:
@@ -225,40 +208,11 @@ class Invoicer:
                  calls=len(calls), total=format_money(total))
 
 
-MONEY = ("charge", "cost", "cdr_cost")
-
-
-def call_rows(d: dict, calls: pl.DataFrame) -> list[dict]:
-    """A call-rated batch's calls as rows of the calls table (money back to Decimal)."""
-    frame = calls.with_columns(file_id=pl.lit(d["file_id"]), carrier=pl.lit(d["carrier"]),
-                               direction=pl.col("direction").fill_null(d["direction"]),
-                               answered=pl.col("answered").fill_null(True)).drop("end")
-    rows = frame.to_dicts()
-    for row in rows:
-        for name in MONEY:
-            if row[name] is not None:
-                row[name] = from_micros(row[name])
-    return rows
-
-
-def claim_usage(session: Session, claims: list[tuple[int, int, str, int]]) -> dict[UsageKey, Owner]:
-    """Claim usage keys (start second, hash, file_id, row; keys distinct) and return who holds each:
-    the new claim, or the earlier one it conflicted with. An upsert that rewrites nothing
-    (``file_id = file_id``) makes ``RETURNING`` give the holder of a conflicting key in the
-    same statement, one index probe per call. Multi-row statements go through the driver:
-    per-parameter processing would cost more than the probe itself."""
-    connection = session.connection()
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    owners: dict[UsageKey, Owner] = {}
-    for lo in range(0, len(claims), CLAIM_STATEMENT_ROWS):
-        part = claims[lo:lo + CLAIM_STATEMENT_ROWS]
-        values = ",".join([f"({mark},{mark},{mark},{mark})"] * len(part))
-        sql = (f'INSERT INTO call_usage_claims (usage_start, usage_hash, file_id, "row") VALUES {values} '
-               "ON CONFLICT (usage_start, usage_hash) DO UPDATE SET file_id = call_usage_claims.file_id "
-               'RETURNING usage_start, usage_hash, file_id, "row"')
-        owners.update(((s, h), Owner(f, r)) for s, h, f, r in
-                      connection.exec_driver_sql(sql, tuple(v for c in part for v in c)))
-    return owners
+def ledger_frame(d: dict, calls: pl.DataFrame) -> pl.DataFrame:
+    """A call-rated batch's calls as the calls ledger stores them (money in integer micros)."""
+    return calls.with_columns(file_id=pl.lit(d["file_id"]), carrier=pl.lit(d["carrier"]),
+                              direction=pl.col("direction").fill_null(d["direction"]),
+                              answered=pl.col("answered").fill_null(True)).select(list(CALL_COLUMNS))
 
 
 def build_loop(runtime: Runtime) -> ServiceLoop:

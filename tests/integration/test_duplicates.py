@@ -16,7 +16,7 @@ from cdrflow.intake import FileMetadata, file_arrived
 from cdrflow.runtime import Runtime
 from services.dedupe import service as dedupe_service
 from services.dedupe.service import Dedupe
-from services.invoicer import service as invoicer_service
+from services.invoicer import ledger
 from services.invoicer.service import Invoicer
 from services.parser.service import Parser
 from services.rater.service import Rater
@@ -98,7 +98,7 @@ def test_a_gzipped_copy_is_held_and_its_release_parses_it_as_a_new_file(settings
 
 
 def test_two_files_with_the_same_call_stored_at_the_same_moment_by_two_invoicers_bill_it_once(settings, monkeypatch):
-    """Both invoicers are held after computing usage keys, before claiming them, then let go
+    """Both invoicers are held after hashing usage keys, before claiming them, then let go
     together: the usage-key claim, not a query, decides which file's call is set aside."""
     runtime = Runtime(settings, "invoicer")
     rated = []
@@ -116,7 +116,7 @@ def test_two_files_with_the_same_call_stored_at_the_same_moment_by_two_invoicers
         rated.append(batches)
     barrier = threading.Barrier(2, timeout=30)
     local = threading.local()
-    real = invoicer_service.usage_key
+    real = ledger.usage_hashes
 
     def at_the_same_moment(*args):  # type: ignore[no-untyped-def]
         if not getattr(local, "waited", False):
@@ -124,7 +124,7 @@ def test_two_files_with_the_same_call_stored_at_the_same_moment_by_two_invoicers
             barrier.wait()
         return real(*args)
 
-    monkeypatch.setattr(invoicer_service, "usage_key", at_the_same_moment)
+    monkeypatch.setattr(ledger, "usage_hashes", at_the_same_moment)
     errors: list[BaseException] = []
 
     def invoicer(batches) -> None:  # type: ignore[no-untyped-def]

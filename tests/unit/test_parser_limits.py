@@ -5,7 +5,6 @@ size, line or blank-line limit fail whole, and a file with nothing in it says so
 import bz2
 import gzip
 import io
-import zipfile
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +13,7 @@ from cdrflow.errors import BadFileError
 from cdrflow.reasons import REASON_MAX_CHARS
 from services.parser.api import ParseLimits, ParseTotals, RejectedRow, parse_stream
 from services.parser.limits import RAW_MAX_CHARS
+from tests.unit.test_formats_files import zipped
 from tests.unit.test_formats_golden import FIXTURES
 
 HEADER = b"cli,dialled,start,duration,charge_code,account_code\n"
@@ -233,14 +233,6 @@ def test_a_file_that_decompresses_past_the_limit_fails_as_a_likely_zip_bomb(pack
                                            r"refused as a likely zip bomb \(a real file this large must be split\)$"):
         parse(data, limits=ParseLimits(max_decompressed_bytes=10_240))
     assert len(parse(data, limits=ParseLimits(max_decompressed_bytes=1024**2))[0]) == 1_000
-
-
-def zipped(*members: tuple[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_a_zip_whose_members_say_they_unpack_past_the_limit_fails_before_reading():

@@ -3,8 +3,8 @@
 Prints, on this machine, in one run (each figure the median of ``--repeats`` runs, each run on an
 empty database):
 - the floor, as the issue sets it: the same rows stored bare, in one transaction, in a copy of
-  the ``calls`` table with its 4 indexes (id, (file_id, row), outstanding, file_id) and no foreign
-  key: PostgreSQL one ``COPY`` of a CSV buffer made beforehand (as ``\\copy`` of a file), SQLite
+  the ``calls`` table with its indexes (as migrated: id, (file_id, row), outstanding, …) and no
+  foreign key: PostgreSQL one ``COPY`` of a CSV buffer made beforehand (as ``\\copy`` of a file), SQLite
   one ``executemany`` of plain tuples made beforehand;
 - for reference, the same bare storing with a transaction per 1,000 and per 10,000 rows (what
   committing each batch costs by itself), and into ``calls`` itself (its 2 foreign keys checked
@@ -111,7 +111,11 @@ def time_store(database: Database, calls: pl.DataFrame, batch: int, overlapping:
 
 class Sqlite:
     name = "SQLite"
-    floor_what = "bare executemany into a copy of calls (4 indexes, no foreign key), one transaction"
+    indexes = "?"
+
+    @property
+    def floor_what(self) -> str:
+        return f"bare executemany into a copy of calls (rowid + {self.indexes} indexes, no foreign key), one transaction"
 
     def __init__(self, calls: pl.DataFrame, work: Path) -> None:
         self.work = work
@@ -140,6 +144,8 @@ class Sqlite:
                     raw.execute(sql.replace('"calls"', table).replace(" ON calls ", f" ON {table} ")
                                 .replace("_calls_", "_calls_floor_"))
                 raw.commit()
+                self.indexes = raw.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                           "AND tbl_name = 'calls_floor'").fetchone()[0]
             insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
             step = batch or len(self.rows)
             parts = [self.rows[lo:lo + step] for lo in range(0, len(self.rows), step)]
@@ -160,7 +166,11 @@ class Sqlite:
 
 
 class Postgres:
-    floor_what = "bare COPY into a copy of calls (4 indexes, no foreign key), one transaction"
+    indexes = "?"
+
+    @property
+    def floor_what(self) -> str:
+        return f"bare COPY into a copy of calls ({self.indexes} indexes, no foreign key), one transaction"
 
     def __init__(self, calls: pl.DataFrame, server_url: str) -> None:
         self.admin = server_url.replace("postgresql+psycopg://", "postgresql://")
@@ -197,6 +207,7 @@ class Postgres:
             if not into_calls:
                 raw.execute("CREATE TABLE calls_floor (LIKE calls INCLUDING ALL)")  # indexes, defaults; no foreign key
                 raw.commit()
+                self.indexes = raw.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'calls_floor'").fetchone()[0]
             started = time.perf_counter()
             for data in buffers:
                 with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT csv)") as copy:

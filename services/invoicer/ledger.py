@@ -256,9 +256,10 @@ def _csv(frame: pl.DataFrame) -> memoryview:
 def _store_postgresql(raw: Any, frame: pl.DataFrame, files: Sequence[str],
                       policies: Mapping[str, str]) -> tuple[Held, Inserted]:
     """The fast path (see the module's docstring), else the general one."""
-    held = [] if frame["first"].all() else _held_within(frame)
-    claims = (frame.lazy().filter("first").select("usage_start", "usage_hash", "file_id", "row")
-              .sort("usage_start", "usage_hash").collect())
+    repeats = not frame["first"].all()  # a usage twice in the batch
+    held = _held_within(frame) if repeats else []
+    claims = frame.lazy().filter("first") if repeats else frame.lazy()
+    claims = claims.select("usage_start", "usage_hash", "file_id", "row").sort("usage_start", "usage_hash").collect()
     marked = _marked(frame, held, policies)
     with raw.cursor() as cursor:
         cursor.execute("SAVEPOINT ledger_batch")

@@ -5,7 +5,7 @@ the loop must get right is the *order* of its steps (see ``_checkpoint``).
 
 Why publish-after-commit and not an outbox for every event: both keep the order "state
 committed before anyone hears of it". An outbox writes every event's bytes into the database
-and reads them back (a million-call file is ~250 MB of batches through the database twice),
+and reads them back (a million-call file is ~100 MB of batches through the database twice),
 where the spool keeps them in memory or a temporary file for the seconds between commit and
 acknowledgement. What the outbox adds, surviving a crash between commit and publish, the
 handler contract gives already: the message is read again and the handler re-yields the same

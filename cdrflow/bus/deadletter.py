@@ -85,12 +85,17 @@ def letter_mark(letter_id: int) -> str:
     return f"(dead letter {letter_id})"
 
 
+def payload_as_text(payload: bytes) -> tuple[str, str]:
+    """The payload as JSON can carry it, and how: ``utf-8`` as it is, else ``base64``."""
+    try:
+        return payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+
+
 def dead_letter_event(failure: Failure, letter_id: int | None) -> Event:
     """The event on the dead-letter topic: the error and the original payload, as it came."""
-    try:
-        text, encoding = failure.payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(failure.payload).decode("ascii"), "base64"
+    text, encoding = payload_as_text(failure.payload)
     return Event(
         type=EventType.DEAD_LETTERED,
         source=f"cdrflow/{failure.service}",

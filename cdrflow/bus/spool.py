@@ -1,7 +1,7 @@
 """Events a handler yields, held until its transaction commits.
 
 Memory stays flat however many events one message causes (a million-call file is a
-thousand batches): past ``memory_bytes`` the spool continues in an anonymous temporary file.
+hundred batches, ~100 MB): past ``memory_bytes`` the spool continues in an anonymous temporary file.
 Events come back out in the order they went in.
 """
 

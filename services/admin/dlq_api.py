@@ -17,7 +17,6 @@ commit, and the loser is refused like any second replay.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cdrflow.bus.deadletter import letter_mark
+from cdrflow.bus.deadletter import letter_mark, payload_as_text
 from cdrflow.bus.outbox import add_raw_to_outbox
 from cdrflow.db.models import DeadLetter, File
 from cdrflow.errors import InputError
@@ -61,14 +60,6 @@ def letter_summary(letter: DeadLetter) -> dict[str, Any]:
         "error_type": letter.error_type, "error": letter.error, "failed_at": _iso(letter.failed_at),
         "replayed_at": _iso(letter.replayed_at), "replayed_by": letter.replayed_by,
     }
-
-
-def payload_as_text(payload: bytes) -> tuple[str, str]:
-    """The payload as JSON can carry it, and how: ``utf-8`` as it is, else ``base64``."""
-    try:
-        return payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(payload).decode("ascii"), "base64"
 
 
 def letter_view(letter: DeadLetter) -> dict[str, Any]:

@@ -315,7 +315,9 @@ class Call(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), index=True)
+    file_id: Mapped[str] = mapped_column(String(36))
+    """The file's id: no foreign key checked per row (migration 0008 says why); the
+    (file_id, row) key is the index on it."""
     row: Mapped[int] = mapped_column(Integer)
     carrier: Mapped[str] = mapped_column(String(64))
     direction: Mapped[str] = mapped_column(String(8))
@@ -338,7 +340,8 @@ class Call(Base):
     cost: Mapped[Decimal | None] = mapped_column(Money)
     status: Mapped[str] = mapped_column(String(16))  # rated | unmatched | unrated
     reason: Mapped[str | None] = mapped_column(Text)
-    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    invoice_id: Mapped[int | None] = mapped_column(Integer)
+    """The invoice that billed the call (set by the invoice's own transaction; no foreign key)."""
     overlaps_file_id: Mapped[str | None] = mapped_column(String(36))
     """For an overlapping call: the file whose call (same carrier, CLI, dialled, start, duration) came first."""
     set_aside: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

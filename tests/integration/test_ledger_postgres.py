@@ -22,7 +22,7 @@ from tests.unit.test_ledger import (  # noqa: F401  (collected here: the same be
     stored,
     test_a_batch_not_in_the_ledgers_shape_is_refused_before_anything_is_stored,
     test_a_batch_stored_again_adds_nothing_and_keeps_its_first_marks,
-    test_a_call_of_a_file_not_in_the_database_is_refused_as_sqlalchemy_would_refuse_it,
+    test_a_driver_error_is_raised_as_sqlalchemy_would_raise_it,
     test_a_call_stored_reads_back_as_the_orm_would_have_written_it,
     test_a_call_whose_usage_an_earlier_file_holds_overlaps_that_file_and_is_set_aside,
     test_a_failed_batch_leaves_neither_claims_nor_calls,

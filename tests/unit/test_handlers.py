@@ -1,6 +1,7 @@
 """The services' handlers driven directly (no broker) over SQLite: every event they emit
 matches its schema, repeats are no-ops, and the sample files give the known invoice."""
 
+import uuid
 from decimal import Decimal
 
 import orjson
@@ -9,7 +10,8 @@ from sqlalchemy import func, select
 
 from cdrflow.bus import RETRACT
 from cdrflow.db import migrate
-from cdrflow.db.models import Call, File, Invoice, OutboxEntry, RejectedRow
+from cdrflow.db.models import Call, CallUsageClaim, File, Invoice, OutboxEntry, RejectedRow
+from cdrflow.errors import NotYetVisibleError
 from cdrflow.events import Event, EventType
 from cdrflow.intake import FileMetadata, file_arrived
 from cdrflow.runtime import Runtime
@@ -196,3 +198,19 @@ def test_a_file_is_rated_once_its_last_batch_is_stored_whatever_the_order_its_su
     assert status() == ("rated", 7)
     with runtime.database.transaction() as session:
         assert session.get(File, accepted.subject).calls == 7
+
+
+def test_a_call_rated_batch_of_a_file_not_in_the_database_stores_nothing(runtime):
+    """calls.file_id has no foreign key checked per row (migration 0008): the invoicer's count on
+    the file's row, in the same transaction, refuses the batch instead, and nothing stays stored."""
+    [accepted] = handle(runtime, Dedupe(runtime).on_file_arrived, arrive(runtime, "gamma-cdr-20261001.csv"))
+    rated = [r for p in handle(runtime, Parser(runtime).on_file_accepted, accepted)
+             for r in handle(runtime, Rater(runtime).on_record_parsed, p)]
+    batch = next(r for r in rated if r.data["part"] == "batch")
+    stray = Event(type=batch.type, source=batch.source, subject="no-such-file", id=str(uuid.uuid4()),
+                  data=batch.data | {"file_id": "00000000-0000-0000-0000-000000000000"})
+    with pytest.raises(NotYetVisibleError, match="not in the database"):
+        handle(runtime, Invoicer(runtime).on_call_rated, stray)
+    with runtime.database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Call)) == 0
+        assert session.scalar(select(func.count()).select_from(CallUsageClaim)) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from cdrflow.csvsafe import SafeWriter
 from cdrflow.money import ZERO, format_money
 
 CALL_CHARGES = "Call Charges"
@@ -34,9 +34,10 @@ def call_charges_total(calls: Sequence[InvoiceCall]) -> Decimal:
 
 
 def calls_csv(calls: Sequence[InvoiceCall], zone: ZoneInfo) -> bytes:
-    """The call list a customer receives with the invoice; times in the operator's zone."""
+    """The call list a customer receives with the invoice; times in the operator's zone; cells a
+    spreadsheet could run as a formula quoted (``cdrflow.csvsafe``)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = SafeWriter(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for c in sorted(calls, key=lambda c: (c.start, c.file_id, c.row)):
         writer.writerow((c.file_id, c.row, c.carrier, c.cli, c.dialled, c.start.astimezone(zone).isoformat(),

@@ -2,17 +2,18 @@
 
 Times are ISO 8601 with offset (UTC); money is an exact decimal string. For call records,
 ``duration`` is the whole call (end − start, when the format gives an end) and
-``billable_seconds`` the answered part the switch reported (what rating uses).
+``billable_seconds`` the answered part the switch reported (what rating uses). A cell a
+spreadsheet could run as a formula is written with a quote in front (``cdrflow.csvsafe``).
 """
 
 from __future__ import annotations
 
-import csv
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
+from cdrflow.csvsafe import SafeWriter
 from cdrflow.money import from_micros
 from services.parser.engine import ParsedBatch
 
@@ -59,7 +60,7 @@ def _sdr_line(rec: dict) -> list[str]:
 def write_csv(batches: Iterable[ParsedBatch], out: TextIO, *, kind: str = "cdr") -> Counts:
     header = CDR_HEADER if kind == "cdr" else SDR_HEADER
     line = _cdr_line if kind == "cdr" else _sdr_line
-    writer = csv.writer(out, lineterminator="\n")
+    writer = SafeWriter(out, lineterminator="\n")
     writer.writerow(header)
     counts = Counts()
     blank = [""] * (len(header) - 3)

@@ -3,7 +3,8 @@
 Rates against one rate sheet (the tariff ``offline``), customers from a ``customer,cli``
 CSV (without one, every call belongs to customer ``-``), an optional schedule; writes
 one output row per input row — rejected rows included, with their reason — in the header
-``OUTPUT_HEADER``. Streams: memory stays flat however big the files are.
+``OUTPUT_HEADER``. Streams: memory stays flat however big the files are. A cell a
+spreadsheet could run as a formula is written with a quote in front (``cdrflow.csvsafe``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from cdrflow.csvsafe import safe_frame
 from cdrflow.errors import InputError
 from cdrflow.money import ZERO, from_micros
 from services.parser.api import ParsedBatch, parse_file
@@ -33,7 +35,8 @@ OUTPUT_HEADER = ("row", "cli", "dialled", "start", "duration", "customer", "code
                  "billable_seconds", "charge", "cost", "status", "reason")
 START_FORMAT = "%Y-%m-%dT%H:%M:%S%:z"  # ISO 8601 with the offset, in the operator's zone
 OFFLINE_TARIFF = "offline"
-ANYONE = "-"
+ANYONE = "*"
+"""The customer of every call when no customers are given (not "-": a spreadsheet cell of its own)."""
 T = TypeVar("T")
 
 
@@ -92,10 +95,12 @@ def _money_text(micros: pl.Series) -> pl.Expr:
     """Micros as a decimal string: 4 places, or 6 where a carrier's cost needs them (the six-place
     form is built only for a batch that has such an amount)."""
     m = pl.col(micros.name)
-    four = (m // 1_000_000).cast(pl.String) + "." + ((m % 1_000_000) // 100).cast(pl.String).str.pad_start(4, "0")
+    sign, size = pl.when(m < 0).then(pl.lit("-")).otherwise(pl.lit("")), m.abs()  # -0.01 is "-0.0100"
+    units = sign + (size // 1_000_000).cast(pl.String) + "."
+    four = units + ((size % 1_000_000) // 100).cast(pl.String).str.pad_start(4, "0")
     if not (micros % 100 != 0).any():
         return four.alias(micros.name)
-    six = (m // 1_000_000).cast(pl.String) + "." + (m % 1_000_000).cast(pl.String).str.pad_start(6, "0")
+    six = units + (size % 1_000_000).cast(pl.String).str.pad_start(6, "0")
     return pl.when(m % 100 == 0).then(four).otherwise(six).alias(micros.name)
 
 
@@ -193,8 +198,9 @@ def _ahead(items: Iterator[T]) -> Iterator[T]:
 
 
 class _Writer:
-    """Writes output frames to ``out`` in a background thread, in order; at most ``AHEAD`` waiting.
-    Leaving the ``with`` block waits for every frame to be written and re-raises a write error."""
+    """Writes output frames to ``out`` in a background thread, in order, made safe for
+    spreadsheets there (``safe_frame``); at most ``AHEAD`` waiting. Leaving the ``with``
+    block waits for every frame to be written and re-raises a write error."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
@@ -215,7 +221,7 @@ class _Writer:
         while (frame := self.queue.get()) is not _DONE:
             if self.error is None:
                 try:
-                    frame.write_csv(self.out, include_header=False, datetime_format=START_FORMAT)
+                    safe_frame(frame).write_csv(self.out, include_header=False, datetime_format=START_FORMAT)
                 except BaseException as exc:  # raised in the rating thread
                     self.error = exc
 

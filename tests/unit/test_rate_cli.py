@@ -62,3 +62,16 @@ def test_without_customers_every_call_is_rated_against_the_sheet(tmp_path):
     assert {r["row"]: r["status"] for r in rows} == {"2": "rated", "3": "rated", "4": "rated", "5": "unrated",
                                                      "6": "rejected"}
     assert "3 rated, 0 unmatched, 1 unrated, 1 rejected" in output
+
+
+def test_negative_amounts_are_written_exactly():
+    """A carrier's credit (a negative cost) keeps its sign and digits: -0.01 is not -1.99."""
+    import polars as pl
+
+    from services.rater.offline import _money_text
+
+    micros = pl.Series("cost", [-10_000, -1_230_000, -5, 1_234_567, 0])
+    assert pl.DataFrame([micros]).select(_money_text(micros))["cost"].to_list() == [
+        "-0.0100", "-1.2300", "-0.000005", "1.234567", "0.0000"]  # six places only where needed
+    whole = pl.Series("cost", [-10_000, -1_230_000, 0])
+    assert pl.DataFrame([whole]).select(_money_text(whole))["cost"].to_list() == ["-0.0100", "-1.2300", "0.0000"]

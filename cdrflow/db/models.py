@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
@@ -48,6 +49,8 @@ class Carrier(Base):
     """Who may mail this carrier's files: addresses or ``@domain``s separated by spaces; empty: anyone."""
     hold_same_name: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Processing rule: hold a file that reuses an earlier file name of this carrier, even with new content."""
+    sdr_for_billing: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """Processing rule: this carrier's fixed-fee (SDR) files are billed (default) or kept for information only."""
 
 
 class Tariff(Base):
@@ -103,7 +106,16 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200))
     tariff: Mapped[str | None] = mapped_column(ForeignKey("tariffs.code"))
     billing_schedule: Mapped[str] = mapped_column(String(16), default="monthly")
+    """``services.invoicer.periods.BillingSchedule`` text: ``monthly``, ``monthly:15``, ``weekly:mon``, ``quarterly:2``."""
     billing_email: Mapped[str | None] = mapped_column(String(320))
+    address: Mapped[str | None] = mapped_column(Text)
+    """Postal address as the invoice shows it, one line per line."""
+    tax_code: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    """``services.invoicer.tax``: standard (UK VAT 20%), zero or exempt."""
+    currency: Mapped[str] = mapped_column(String(3), default="GBP", server_default="GBP")
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    billing_starts: Mapped[date | None] = mapped_column(Date)
+    """The first day the scheduler bills the customer for (none: from the period it is first seen in)."""
 
     clis: Mapped[list[CustomerCli]] = relationship(back_populates="customer", cascade="all, delete-orphan")
 
@@ -380,6 +392,16 @@ class Invoice(Base):
     total: Mapped[Decimal] = mapped_column(Money)
     calls_csv: Mapped[str | None] = mapped_column(String(64))
     """Fingerprint of the CSV of the invoice's calls in the file store."""
+    currency: Mapped[str] = mapped_column(String(3), default="GBP", server_default="GBP")
+    net: Mapped[Decimal | None] = mapped_column(Money)
+    tax: Mapped[Decimal | None] = mapped_column(Money)
+    issued_on: Mapped[date | None] = mapped_column(Date)
+    """The invoice's date in the operator's zone."""
+    due_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(12), default="issued", server_default="issued")
+    """issued | credited (a credit note voided it in full)."""
+    document: Mapped[str | None] = mapped_column(String(64))
+    """Fingerprint of the invoice's PDF in the file store (rendered after the run)."""
 
     charges: Mapped[list[Charge]] = relationship(back_populates="invoice", order_by="Charge.id")
 
@@ -394,8 +416,139 @@ class Charge(Base):
     description: Mapped[str] = mapped_column(String(200))
     quantity: Mapped[int] = mapped_column(Integer)
     amount: Mapped[Decimal] = mapped_column(Money)
+    tax_code: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    kind: Mapped[str] = mapped_column(String(12), default="calls", server_default="calls")
+    """calls (the Call Charges line) | fee (a carrier's fixed fee) | recurring | one-off"""
+    covered_from: Mapped[date | None] = mapped_column(Date)
+    covered_to: Mapped[date | None] = mapped_column(Date)  # exclusive
 
     invoice: Mapped[Invoice] = relationship(back_populates="charges")
+
+
+class NumberSequence(Base):
+    """A gap-free document number sequence (invoices, credit notes): the next value is taken by an
+    ``UPDATE … RETURNING`` inside the issuing transaction, so a rolled-back run uses no number."""
+
+    __tablename__ = "number_sequences"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    next_value: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CreditNote(Base):
+    """Voids an issued invoice in full (one per invoice); its calls and charges become unbilled again."""
+
+    __tablename__ = "credit_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    operator: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    net: Mapped[Decimal] = mapped_column(Money)
+    tax: Mapped[Decimal] = mapped_column(Money)
+    total: Mapped[Decimal] = mapped_column(Money)
+    document: Mapped[str | None] = mapped_column(String(64))
+
+
+class BillingRun(Base):
+    """One customer's period closed for billing, once: by the scheduler (after the grace) or by an
+    operator (``cdrflow bill``). The unique key makes a second close, or a second scheduler, a no-op."""
+
+    __tablename__ = "billing_runs"
+    __table_args__ = (UniqueConstraint("customer", "period_start", "period_end", name="uq_billing_runs_customer_period"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the run id run-closed carries
+    customer: Mapped[str] = mapped_column(ForeignKey("customers.code"))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)  # exclusive
+    closed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_by: Mapped[str] = mapped_column(String(200))  # "scheduler" or the operator
+    reason: Mapped[str | None] = mapped_column(Text)  # why a period not yet ended was closed (--force)
+
+
+class CustomerCharge(Base):
+    """A charge defined in cdrflow itself: recurring (monthly, quarterly, yearly; billed in advance,
+    pro-rata at the edges) or one-off (``frequency`` once, due on ``start``).
+    ``billed_until`` (exclusive) is how far billing runs have billed it."""
+
+    __tablename__ = "customer_charges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer: Mapped[str] = mapped_column(ForeignKey("customers.code"), index=True)
+    description: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    frequency: Mapped[str] = mapped_column(String(12))  # monthly | quarterly | yearly | once
+    start: Mapped[date] = mapped_column(Date)
+    end: Mapped[date | None] = mapped_column(Date)  # exclusive
+    billed_until: Mapped[date | None] = mapped_column(Date)
+    tax_code: Mapped[str | None] = mapped_column(String(16))
+    """None: the customer's."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class FeeSheetVersion(Base):
+    """A fixed-fee sheet (``services.rater.feesheet``) loaded for a tariff; the newest version is in use."""
+
+    __tablename__ = "fee_sheets"
+    __table_args__ = (UniqueConstraint("tariff", "version", name="uq_fee_sheets_tariff_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tariff: Mapped[str] = mapped_column(ForeignKey("tariffs.code"))
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(500))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """The sheet's CSV in the file store."""
+    rows: Mapped[int] = mapped_column(Integer)
+    loaded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class BillingTransaction(Base):
+    """A carrier transaction as billing sees it: matched to a customer and priced by the customer's
+    fixed-fee sheet, or not (with the reason, for reconciliation). One per carrier transaction."""
+
+    __tablename__ = "billing_transactions"
+    __table_args__ = (Index("ix_billing_transactions_outstanding", "customer", "status", "invoice_id"),)
+
+    carrier_transaction_id: Mapped[int] = mapped_column(ForeignKey("carrier_transactions.id"), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(36), index=True)
+    customer: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))
+    """priced | unmatched (no customer) | unpriced (no sheet row) | information (the carrier's SDR files are not billed)"""
+    reason: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(200))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    charge_on: Mapped[date | None] = mapped_column(Date)
+    """The day the fee belongs to (its period's start or effective date): a run bills those before its end."""
+    invoice_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class InvoiceDelivery(Base):
+    """An invoice's (or credit note's) email to the customer: queued, sending, sent or failed, with
+    attempts and the last error; retried with backoff. ``message_id`` is fixed per document, and a
+    delivery left ``sending`` by a crash is not sent again blindly (docs/billing.md says how)."""
+
+    __tablename__ = "invoice_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_number: Mapped[str] = mapped_column(String(32), index=True)
+    """The invoice's or credit note's number."""
+    to_address: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(12))  # queued | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    message_id: Mapped[str] = mapped_column(String(200), unique=True)
+    requested_by: Mapped[str] = mapped_column(String(200))  # "invoicer" or the operator who resent it
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class OutboxEntry(Base):

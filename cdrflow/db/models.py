@@ -421,6 +421,9 @@ class Charge(Base):
     """calls (the Call Charges line) | fee (a carrier's fixed fee) | recurring | one-off"""
     covered_from: Mapped[date | None] = mapped_column(Date)
     covered_to: Mapped[date | None] = mapped_column(Date)  # exclusive
+    customer_charge_id: Mapped[int | None] = mapped_column(Integer)
+    """For a recurring or one-off line: the customer charge it bills (a credit note moves that
+    charge's ``billed_until`` back to the line's ``covered_from``)."""
 
     invoice: Mapped[Invoice] = relationship(back_populates="charges")
 

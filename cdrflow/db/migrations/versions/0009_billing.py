@@ -39,6 +39,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("kind", sa.String(12), nullable=False, server_default="calls"))
         batch.add_column(sa.Column("covered_from", sa.Date(), nullable=True))
         batch.add_column(sa.Column("covered_to", sa.Date(), nullable=True))
+        batch.add_column(sa.Column("customer_charge_id", sa.Integer(), nullable=True))
 
     op.create_table(
         "number_sequences",

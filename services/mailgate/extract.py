@@ -16,10 +16,12 @@ and dropped, so checking a message costs little memory however far it unpacks.
 from __future__ import annotations
 
 import email
+import email.errors
 import email.policy
 import gzip
 import io
 import posixpath
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -82,7 +84,36 @@ class Extraction:
 
 
 def parse_message(raw: bytes) -> EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(_mark_encoded_forwards(raw), policy=email.policy.default)  # type: ignore[return-value]
+
+
+ENCODED_FORWARD = "application/x-cdrflow-encoded-rfc822"
+"""What a message/rfc822 part sent base64 or quoted-printable is parsed as. Python's parser reads
+any message/rfc822 part as a message, so the encoded text itself became the forwarded message
+(headers re-folded, nothing found in it); under a type that is not message/* its payload is decoded like a file's."""
+
+BASE64_DEFECTS = (email.errors.InvalidBase64PaddingDefect, email.errors.InvalidBase64CharactersDefect,
+                  email.errors.InvalidBase64LengthDefect)
+
+_FORWARD_TYPE = re.compile(rb"(?im)^(content-type:[ \t]*)message/rfc822")
+_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+_ENCODED = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*(base64|quoted-printable)[ \t]*\r?$")
+
+
+def _mark_encoded_forwards(raw: bytes) -> bytes:
+    """Give each message/rfc822 part whose own headers say base64 or quoted-printable the type
+    ``ENCODED_FORWARD``; every other byte stays as it is (a 7bit or 8bit forward too, and a file's
+    text that merely reads like such headers: only a header block opened by a boundary line counts)."""
+    marked, at = [], 0
+    for match in _FORWARD_TYPE.finditer(raw):
+        blank = max(raw.rfind(b"\n\n", 0, match.start()), raw.rfind(b"\n\r\n", 0, match.start()))
+        if raw.rfind(b"\n--", 0, match.start()) < blank:
+            continue  # in a body, not in a part's headers
+        end = _HEADERS_END.search(raw, match.end())
+        if _ENCODED.search(raw, match.end(), end.start() if end else len(raw)):
+            marked += [raw[at:match.start(1)], match[1], ENCODED_FORWARD.encode()]
+            at = match.end()
+    return b"".join(marked) + raw[at:] if marked else raw
 
 
 def extract(raw: bytes, limits: Limits, keep: bool = True) -> Extraction:
@@ -105,11 +136,10 @@ def _is_container(name: str) -> bool:
 
 def _walk(part: Message, position: str, found: Extraction, limits: Limits, depth: int) -> None:
     ctype = part.get_content_type()
-    if ctype == "message/rfc822":
+    if ctype in ("message/rfc822", ENCODED_FORWARD):
         if depth >= MAX_DEPTH:
             raise MessageRefused(554, "5.6.0", f"messages forwarded more than {MAX_DEPTH} deep: refused")
-        inner = part.get_payload()
-        for i, msg in enumerate(inner if isinstance(inner, list) else [inner], start=1):
+        for i, msg in enumerate(_forwarded(part, position or "1"), start=1):
             _walk(msg, f"{position}.{i}" if position else str(i), found, limits, depth + 1)
         return
     if part.is_multipart():
@@ -117,6 +147,25 @@ def _walk(part: Message, position: str, found: Extraction, limits: Limits, depth
             _walk(sub, f"{position}.{i}" if position else str(i), found, limits, depth)
         return
     _leaf(part, position or "1", found, limits, depth)
+
+
+def _forwarded(part: Message, position: str) -> list[Message]:
+    """The message(s) a message/rfc822 part holds."""
+    if part.get_content_type() == ENCODED_FORWARD:  # base64 or quoted-printable: decode, then parse
+        label = part.get_filename() or f"(forwarded message, part {position})"
+        return [parse_message(_decoded(part, f"forwarded message {label}"))]
+    inner = part.get_payload()
+    return inner if isinstance(inner, list) else [inner]
+
+
+def _decoded(part: Message, label: str) -> bytes:
+    """A part's bytes, decoded from its transfer encoding; MessageRefused if its base64 is damaged
+    (the parser would decode what it could and carry on: a file with bytes missing)."""
+    data = part.get_payload(decode=True) or b""
+    if damaged := [d for d in part.defects if isinstance(d, BASE64_DEFECTS)]:
+        raise MessageRefused(554, "5.6.0", f"{label} can't be opened: its base64 encoding is damaged "
+                             f"({type(damaged[0]).__name__}): nothing from this message was taken")
+    return data
 
 
 def _leaf(part: Message, position: str, found: Extraction, limits: Limits, depth: int) -> None:
@@ -140,7 +189,7 @@ def _leaf(part: Message, position: str, found: Extraction, limits: Limits, depth
         if not ctype.startswith("text/"):
             found.ignored.append(IgnoredPart(label, "part without a file name: not taken as a billing file"))
         return  # text without a file name is the message body
-    data = part.get_payload(decode=True) or b""
+    data = _decoded(part, f"attachment {label}")
     _file(name, data, len(data), ctype, position, None, found, limits, depth)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
+import quopri
 import struct
 import zipfile
 from email.message import EmailMessage
@@ -74,6 +76,49 @@ def test_the_attachments_of_a_forwarded_message_are_files():
     outer.add_attachment(inner)  # message/rfc822
     found = extract(outer.as_bytes(), LIMITS)
     assert [f.name for f in found.files] == ["forwarded.csv"]
+
+
+def forwarded_as(encoding: str, inner: EmailMessage) -> bytes:
+    """A message forwarding ``inner`` as a message/rfc822 part in ``encoding``, as mail programs and
+    command-line senders write it (EmailMessage itself only writes 7bit/8bit ones)."""
+    raw = inner.as_bytes()
+    body = {"base64": base64.encodebytes, "quoted-printable": quopri.encodestring, "8bit": lambda b: b}[encoding](raw)
+    return (b"From: ops@reseller.example\r\nTo: gamma.cdrs@cdr.example.net\r\nSubject: Fwd: CDRs\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"FWD\"\r\n\r\n"
+            b"--FWD\r\nContent-Type: text/plain\r\n\r\nForwarding the carrier's mail.\r\n"
+            b"--FWD\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: " + encoding.encode()
+            + b"\r\nContent-Disposition: attachment; filename=\"Fwd CDRs.eml\"\r\n\r\n" + body + b"\r\n--FWD--\r\n")
+
+
+@pytest.mark.parametrize("encoding", ["base64", "quoted-printable", "8bit"])
+def test_a_forwarded_message_is_opened_whatever_its_transfer_encoding(encoding):
+    inner = message("Original from the carrier")
+    inner.add_attachment(CDR, maintype="text", subtype="csv", filename="forwarded.csv")
+    [found] = extract(forwarded_as(encoding, inner), LIMITS).files
+    assert (found.name, found.data) == ("forwarded.csv", CDR)
+
+
+def test_a_forwarded_message_whose_base64_is_damaged_says_so():
+    inner = message()
+    inner.add_attachment(CDR, maintype="text", subtype="csv", filename="forwarded.csv")
+    raw = forwarded_as("base64", inner).replace(b"\r\n--FWD--", b"*!\r\n--FWD--")
+    with pytest.raises(MessageRefused, match=r"forwarded message Fwd CDRs.eml can't be opened: its base64"):
+        extract(raw, LIMITS)
+
+
+def test_an_attachment_whose_base64_is_damaged_says_so_rather_than_taking_half_a_file():
+    m = message()
+    m.add_attachment(CDR, maintype="text", subtype="csv", filename="cdrs.csv")
+    raw = m.as_bytes().replace(b"\n\n--", b"@@\n\n--")
+    with pytest.raises(MessageRefused, match=r"attachment cdrs.csv can't be opened: its base64 encoding is damaged"):
+        extract(raw, LIMITS)
+
+
+def test_a_text_attachment_that_mentions_message_rfc822_is_taken_byte_for_byte():
+    text = b"Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\nnot a header block\n"
+    m = message()
+    m.add_attachment(text, maintype="text", subtype="plain", filename="notes.txt", cte="8bit")
+    assert [f.data for f in extract(m.as_bytes(), LIMITS).files] == [text]
 
 
 def test_a_forwarded_eml_attachment_is_opened_like_a_forwarded_message():

@@ -29,6 +29,11 @@ class SourceLoginError(RemoteSourceError):
     """The server refused the username, password or key."""
 
 
+class TlsMismatchError(RemoteSourceError):
+    """The source's protocol and the server disagree about TLS: an ``ftps`` source whose server
+    does not offer it, or an ``ftp`` source whose server requires it."""
+
+
 class HostKeyError(RemoteSourceError):
     """An SFTP server presented a host key other than the pinned one (or none is pinned yet)."""
 

@@ -28,6 +28,7 @@ from services.collector.errors import (
     SourceLoginError,
     SourceTimeoutError,
     SourceUnreachableError,
+    TlsMismatchError,
 )
 from services.collector.rules import RemoteEntry, remote_path
 
@@ -99,6 +100,26 @@ def _mdtm_seconds(stamp: str) -> int:
     return timegm(datetime.strptime(stamp.strip()[:14], "%Y%m%d%H%M%S").timetuple())
 
 
+TLS_WORDS = ("tls", "ssl", "encrypt", "secure")
+"""What servers say when plain FTP is refused for want of TLS (vsftpd: "530 Non-anonymous sessions
+must use encryption."; ProFTPD: "550 SSL/TLS required on the control channel"; Pure-FTPd: "…TLS…")."""
+
+
+def _asks_for_tls(reply: str) -> bool:
+    return any(word in reply.lower() for word in TLS_WORDS)
+
+
+def _start_tls(endpoint: Endpoint, ftp: ftplib.FTP_TLS) -> None:
+    """AUTH TLS; a server that refuses it (500/502/504 unknown command, 534, or vsftpd's 530
+    without TLS configured) does not offer TLS."""
+    try:
+        ftp.auth()
+    except ftplib.error_perm as exc:
+        raise TlsMismatchError(endpoint.source, f"{endpoint.host} does not offer TLS (it answered AUTH TLS with "
+                               f"{str(exc)[:120]!r}): check the host and port, or use ftp if the carrier agrees "
+                               "to plain FTP") from exc
+
+
 class FtpRemote:
     def __init__(self, endpoint: Endpoint, ftp: ftplib.FTP) -> None:
         self.endpoint, self._ftp = endpoint, ftp
@@ -112,7 +133,15 @@ class FtpRemote:
                 ftp = ftplib.FTP(timeout=endpoint.timeout)
             ftp.connect(endpoint.host, endpoint.port)
             try:
-                ftp.login(endpoint.username, endpoint.credentials.password or "")
+                if isinstance(ftp, ftplib.FTP_TLS):
+                    _start_tls(endpoint, ftp)  # before USER: a refused AUTH TLS is not a refused login
+                try:
+                    ftp.login(endpoint.username, endpoint.credentials.password or "")
+                except ftplib.error_perm as exc:
+                    if endpoint.protocol == "ftp" and _asks_for_tls(str(exc)):
+                        raise TlsMismatchError(endpoint.source, f"{endpoint.host} requires TLS ({str(exc)[:120]}): "
+                                               "use ftps for this source ('cdrflow sources add --protocol ftps')") from exc
+                    raise
                 if isinstance(ftp, ftplib.FTP_TLS):
                     ftp.prot_p()
             except BaseException:

@@ -25,7 +25,9 @@ from cdrflow.localkafka import free_port
 from cdrflow.orchestrate import settings_env, spawn_service, stop_processes
 from cdrflow.runtime import Runtime
 from services.collector.credentials import Credentials, new_secret_key
+from services.collector.errors import TlsMismatchError
 from services.collector.poll import Collector, PollResult, backoff_seconds
+from services.collector.remote import Endpoint, FtpRemote
 from services.collector.rules import parse_rule
 from services.collector.sources import SourceSpec, pin_host_key, save_source
 from tests.integration.conftest import read_topic, wait_until
@@ -365,3 +367,22 @@ def test_sources_trust_shows_the_host_key_fingerprint_and_pins_it(csettings, run
         collected = cdrflow(csettings, "collect", "gamma-sftp", "--now")
         assert collected.returncode == 0 and "gamma-sftp: 1 file(s) collected" in collected.stdout
     arrived(runtime, 1)
+
+
+def _ftp_endpoint(protocol: str, port: int) -> Endpoint:
+    return Endpoint(f"gamma-{protocol}", protocol, "127.0.0.1", port, "carrier", Credentials(password="s3cret"),
+                    verify_tls=False, timeout=5)
+
+
+def test_an_ftps_source_on_a_server_without_tls_says_the_server_does_not_offer_tls(tmp_path):
+    """Not "check username and password": the login was never tried (real pyftpdlib server)."""
+    with ftp_server(carrier_dir(tmp_path)) as port:
+        with pytest.raises(TlsMismatchError, match=r"127\.0\.0\.1 does not offer TLS \(it answered AUTH TLS with") as err:
+            asyncio.run(FtpRemote.open(_ftp_endpoint("ftps", port)))
+    assert "password" not in str(err.value)
+
+
+def test_a_plain_ftp_source_on_a_server_requiring_tls_says_use_ftps(tmp_path):
+    with ftp_server(carrier_dir(tmp_path), cert=self_signed_cert(tmp_path)) as port:
+        with pytest.raises(TlsMismatchError, match=r"127\.0\.0\.1 requires TLS .*: use ftps for this source"):
+            asyncio.run(FtpRemote.open(_ftp_endpoint("ftp", port)))

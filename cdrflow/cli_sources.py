@@ -106,15 +106,14 @@ def sources_list(settings: Settings) -> None:
 
 @sources.command("trust")
 @click.argument("name")
-@click.option("--fingerprint", default=None, help="pin without asking if the server's key has this "
-                                                  "fingerprint (SHA256:…), as the carrier told you")
-@click.option("--yes", is_flag=True, help="pin whatever key the server presents, without asking")
+@click.option("--fingerprint", default=None, help="pin the server's key with this fingerprint (SHA256:…, as "
+                                                  "`ssh` or the carrier shows it), without asking")
+@click.option("--yes", is_flag=True, help="pin every key the server presents, without asking")
 @click.pass_obj
 def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: bool) -> None:
-    """Show an SFTP server's host key fingerprint and pin the key (confirm it with the carrier first)."""
-    import asyncssh
-
-    from services.collector.remote import fetch_host_key
+    """Show every host key an SFTP server presents, with its fingerprint, and pin them (confirm a
+    fingerprint with the carrier first). Any pinned key identifies the server."""
+    from services.collector.remote import describe_keys, fetch_host_keys, pinned_keys
     from services.collector.sources import get_source, pin_host_key
 
     database = open_database(settings)
@@ -123,20 +122,25 @@ def sources_trust(settings: Settings, name: str, fingerprint: str | None, yes: b
         if src.protocol != "sftp":
             raise click.ClickException(f"source {name} is {src.protocol}: host keys are pinned for SFTP only")
         host, port, pinned = src.host, src.port, src.host_key
-    key = asyncio.run(fetch_host_key(name, host, port, settings.collector_timeout))
-    seen = key.get_fingerprint("sha256")
-    click.echo(f"{host}:{port} presents {key.get_algorithm()} key {seen}")
+    keys = asyncio.run(fetch_host_keys(name, host, port, settings.collector_timeout))
+    for key in keys:
+        click.echo(f"{host}:{port} presents {key.get_algorithm()} key {key.get_fingerprint('sha256')}")
+    seen = {key.get_fingerprint("sha256"): key for key in keys}
     if pinned:
-        before = asyncssh.import_public_key(pinned).get_fingerprint("sha256")
-        click.echo("this is the pinned key already" if before == seen else
-                   f"WARNING: the pinned key is {before}; pinning replaces it (confirm the change with the carrier)")
-    if fingerprint is not None and fingerprint != seen:
-        raise click.ClickException(f"the server's key is {seen}, not {fingerprint}: not pinned")
-    if fingerprint is None and not yes and not click.confirm("pin this key?"):
+        before = {key.get_fingerprint("sha256") for key in pinned_keys(pinned)}
+        click.echo("these are the pinned keys already" if before == set(seen) else
+                   f"WARNING: pinned now: {', '.join(sorted(before))}; pinning replaces them "
+                   "(confirm the change with the carrier)")
+    if fingerprint is not None:
+        wanted = fingerprint if fingerprint.startswith("SHA256:") else f"SHA256:{fingerprint}"
+        if wanted not in seen:
+            raise click.ClickException(f"the server presents {describe_keys(keys)}; none is {wanted}: not pinned")
+        keys = [seen[wanted]]
+    elif not yes and not click.confirm(f"pin {'these keys' if len(keys) > 1 else 'this key'}?"):
         raise click.ClickException("not pinned")
     with database.transaction() as session:
-        pin_host_key(session, name, key.export_public_key().decode().strip())
-    click.echo(f"host key pinned for source {name}")
+        pin_host_key(session, name, "\n".join(key.export_public_key().decode().strip() for key in keys))
+    click.echo(f"host key{'s' if len(keys) > 1 else ''} pinned for source {name}: {describe_keys(keys)}")
 
 
 @sources.command("disable")

@@ -269,13 +269,15 @@ class SftpRemote:
                                "carrier's")
         creds = endpoint.credentials
         try:
-            pinned = asyncssh.import_public_key(endpoint.host_key)
+            pinned = pinned_keys(endpoint.host_key)
             client_keys = ([asyncssh.import_private_key(creds.private_key, creds.passphrase)]
                            if creds.private_key else None)
             conn = await asyncssh.connect(
                 endpoint.host, endpoint.port, username=endpoint.username, password=creds.password,
-                client_keys=client_keys, known_hosts=([pinned], [], []),
+                client_keys=client_keys, known_hosts=(pinned, [], []),
                 connect_timeout=endpoint.timeout, login_timeout=endpoint.timeout, **_no_user_config())
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise await _not_pinned(endpoint, exc) from exc
         except _SSH_ERRORS as exc:
             raise _ssh_error(endpoint, exc, "log in") from exc
         try:
@@ -325,13 +327,53 @@ class SftpRemote:
             pass
 
 
-async def fetch_host_key(source: str, host: str, port: int, timeout: float) -> asyncssh.SSHKey:
-    """The host key the server presents now (for ``cdrflow sources trust``, which shows its fingerprint)."""
+HOST_KEY_ALGORITHMS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                       "rsa-sha2-512", "ssh-ed448")
+"""One per key type a server may hold (OpenSSH's default set is RSA, ECDSA and Ed25519): asked for
+one at a time, a server shows each key it has."""
+
+
+def pinned_keys(text: str) -> list[asyncssh.SSHKey]:
+    """The source's pinned host keys: one OpenSSH public key per line; any of them identifies the server."""
+    return [asyncssh.import_public_key(line) for line in text.splitlines() if line.strip()]
+
+
+async def fetch_host_keys(source: str, host: str, port: int, timeout: float) -> list[asyncssh.SSHKey]:
+    """Every host key the server presents now, one per key type it has (for ``cdrflow sources
+    trust``, which shows each fingerprint); Ed25519 first, as ``ssh`` shows it by default."""
     endpoint = Endpoint(source, "sftp", host, port, "", Credentials(), timeout=timeout)
-    try:
-        key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port, config=[]), timeout)
-    except _SSH_ERRORS as exc:
-        raise _ssh_error(endpoint, exc, "fetch the host key") from exc
-    if key is None:
+    keys: dict[str, asyncssh.SSHKey] = {}
+    failure: BaseException | None = None
+    for algorithm in HOST_KEY_ALGORITHMS:
+        try:
+            key = await asyncio.wait_for(asyncssh.get_server_host_key(
+                host, port, server_host_key_algs=[algorithm], config=[]), timeout)
+        except asyncssh.KeyExchangeFailed:
+            continue  # the server has no key of this type
+        except _SSH_ERRORS as exc:
+            failure = exc
+            break
+        if key is not None:
+            keys.setdefault(key.get_fingerprint("sha256"), key)
+    if not keys:
+        if failure is not None:
+            raise _ssh_error(endpoint, failure, "fetch the host keys") from failure
         raise HostKeyError(source, f"{host}:{port} presented no host key")
-    return key
+    return list(keys.values())
+
+
+def describe_keys(keys: list[asyncssh.SSHKey]) -> str:
+    return ", ".join(f"{key.get_algorithm()} {key.get_fingerprint('sha256')}" for key in keys)
+
+
+async def _not_pinned(endpoint: Endpoint, exc: asyncssh.HostKeyNotVerifiable) -> HostKeyError:
+    """The mismatch, naming the keys the server presents now, so the operator can compare them with
+    the carrier's fingerprint."""
+    try:
+        keys = await fetch_host_keys(endpoint.source, endpoint.host, endpoint.port, endpoint.timeout)
+        presented = f" (it presents {describe_keys(keys)})"
+    except RemoteSourceError:
+        presented = ""
+    return HostKeyError(endpoint.source, f"{endpoint.host}:{endpoint.port} presented a host key that is not the "
+                        f"pinned one{presented}: the server was re-keyed or is not the carrier's; check with the "
+                        f"carrier, then 'cdrflow sources trust {endpoint.source}'")

@@ -369,6 +369,44 @@ def test_sources_trust_shows_the_host_key_fingerprint_and_pins_it(csettings, run
     arrived(runtime, 1)
 
 
+def test_a_server_with_several_host_key_types_is_pinned_by_the_carriers_ed25519_fingerprint(csettings, runtime,
+                                                                                          tmp_path):
+    """As OpenSSH's sshd: RSA, ECDSA and Ed25519 keys. `sources trust` shows each; the Ed25519
+    fingerprint (what `ssh` shows by default), or any other, pins that key; a re-keyed server's
+    mismatch error names the fingerprints it presents."""
+    root = tmp_path / "sftp"
+    root.mkdir()
+    (root / "GAMMA_D_20261001.csv").write_text("cli,dialled,start,duration\n441632960001,4401,2026-10-01T09:00:00,6\n")
+    keys = [asyncssh.generate_private_key(alg) for alg in ("ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519")]
+    rsa, ecdsa, ed25519 = (k.get_fingerprint("sha256") for k in keys)
+    with sftp_server(root, keys) as port:
+        add_source(runtime, "gamma-sftp", "sftp", port, ["*_D_*.csv=cdr,daily,outbound"])
+        shown = cdrflow(csettings, "sources", "trust", "gamma-sftp", input="n\n")
+        for algorithm, fingerprint in (("ssh-ed25519", ed25519), ("ecdsa-sha2-nistp256", ecdsa), ("ssh-rsa", rsa)):
+            assert f"presents {algorithm} key {fingerprint}" in shown.stdout, shown.stdout
+        assert shown.stdout.index(ed25519) < shown.stdout.index(rsa)  # ssh's default first
+
+        for fingerprint in (rsa, ed25519.removeprefix("SHA256:")):  # pinned by any one of them
+            trusted = cdrflow(csettings, "sources", "trust", "gamma-sftp", "--fingerprint", fingerprint)
+            assert trusted.returncode == 0, trusted.stderr
+            pinned = _source(runtime, "gamma-sftp").host_key
+            assert asyncssh.import_public_key(pinned).get_fingerprint("sha256").endswith(fingerprint)
+            assert poll(runtime, "gamma-sftp").error is None
+    arrived(runtime, 1)
+
+    impostors = [asyncssh.generate_private_key("ssh-ed25519")]
+    with sftp_server(root, impostors) as other_port:
+        _move_source(runtime, "gamma-sftp", other_port)
+        failed = poll(runtime, "gamma-sftp")
+    assert "not the pinned one" in failed.error
+    assert f"it presents ssh-ed25519 {impostors[0].get_fingerprint('sha256')}" in failed.error
+
+
+def _move_source(runtime, name: str, port: int) -> None:
+    with runtime.database.transaction() as session:
+        session.get(Source, name).port = port
+
+
 def _ftp_endpoint(protocol: str, port: int) -> Endpoint:
     return Endpoint(f"gamma-{protocol}", protocol, "127.0.0.1", port, "carrier", Credentials(password="s3cret"),
                     verify_tls=False, timeout=5)

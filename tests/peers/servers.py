@@ -92,16 +92,18 @@ class _SshServer(asyncssh.SSHServer):
 
 
 @contextmanager
-def sftp_server(root: Path, host_key: asyncssh.SSHKey, user: str = "carrier", password: str = "s3cret",
-                client_key: asyncssh.SSHKey | None = None) -> Iterator[int]:
-    """An asyncssh SFTP server chrooted to ``root``, in its own thread and event loop. Yields its port."""
+def sftp_server(root: Path, host_key: asyncssh.SSHKey | list[asyncssh.SSHKey], user: str = "carrier",
+                password: str = "s3cret", client_key: asyncssh.SSHKey | None = None) -> Iterator[int]:
+    """An asyncssh SFTP server chrooted to ``root``, in its own thread and event loop, with one host
+    key or several (as OpenSSH's sshd holds RSA, ECDSA and Ed25519 keys). Yields its port."""
+    host_keys = host_key if isinstance(host_key, list) else [host_key]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
     async def start() -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(
-            "127.0.0.1", 0, server_host_keys=[host_key],
+            "127.0.0.1", 0, server_host_keys=host_keys,
             server_factory=lambda: _SshServer(user, password, client_key),
             sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()), allow_scp=False)
 

@@ -109,9 +109,10 @@ READY_TIMEOUT_S = 120.0
 POLL_S = 0.1
 FLOOR_TABLE = "bench_floor_calls"
 FLOOR_CHUNK = 100_000  # rows read back per step for the SQLite floor (reading is not timed)
-WORK_FIELDS = {"parser": ("file_parsed", "records"), "rater": (None, None), "invoicer": ("calls_stored", "inserted")}
-"""Where each scaled service's log says how much it did: (event, count field). The rater logs no
-per-batch event; its share is read from CPU seconds alone."""
+WORK_FIELDS = {"parser": ("file_part_parsed", "records"), "rater": (None, None), "invoicer": ("calls_stored", "inserted")}
+"""Where each scaled service's log says how much it did: (event, count field). A parser logs each
+part of a file it parsed (a file larger than ``parse_part_bytes`` is cut into parts); the rater
+logs no per-batch event: its share is read from CPU seconds alone."""
 TARGETS = {"sqlite": (None, 2.0), "postgresql": (20.0, 3.0)}  # 1,000,000 calls: (wall s, × floor)
 STAGE_OF = {None: "upload/dedupe (no file row yet)", "accepted": "parsing", "parsed": "rating and storing",
             "rated": "storing (rated, calls still short)"}

@@ -27,6 +27,7 @@ class EventType:
     FILE_ARRIVED = "cdrflow.file.arrived.v1"
     FILE_HELD = "cdrflow.file.held.v1"
     FILE_ACCEPTED = "cdrflow.file.accepted.v1"
+    FILE_PART = "cdrflow.file.part.v1"
     RECORD_PARSED = "cdrflow.record.parsed.v2"
     CALL_RATED = "cdrflow.call.rated.v2"
     RUN_CLOSED = "cdrflow.run.closed.v1"

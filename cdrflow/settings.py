@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     """Most records per record-parsed / call-rated message (fewer when a batch passes about 4 MB):
     large batches keep the per-message costs (a transaction, a plan check) small per call."""
 
+    parse_part_bytes: int = 8 * 1024 * 1024
+    """A plain (uncompressed) file larger than this is cut into parts of about this size at line
+    ends, each parsed by whichever parser instance takes it (docs/operations.md, "Scaling out")."""
+
     log_level: str = "INFO"
 
     visibility_timeout_seconds: float = 60.0

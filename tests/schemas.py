@@ -16,6 +16,7 @@ SCHEMA_OF_TYPE = {
     "cdrflow.file.arrived.v1": "file-arrived",
     "cdrflow.file.held.v1": "file-held",
     "cdrflow.file.accepted.v1": "file-accepted",
+    "cdrflow.file.part.v1": "file-part",
     "cdrflow.record.parsed.v2": "record-parsed",
     "cdrflow.call.rated.v2": "call-rated",
     "cdrflow.run.closed.v1": "run-closed",

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 from cdrflow.errors import BrokerError
 
@@ -35,6 +42,7 @@ class Topic(Enum):
     FILE_ARRIVED = TopicSpec("file-arrived", 3, 14)
     FILE_HELD = TopicSpec("file-held", 3, 14)
     FILE_ACCEPTED = TopicSpec("file-accepted", 3, 14)
+    FILE_PARTS = TopicSpec("file-parts", 6, 14)
     RECORD_PARSED = TopicSpec("record-parsed", 6, 7, RECORD_MESSAGE_BYTES)
     CALL_RATED = TopicSpec("call-rated", 6, 7, RECORD_MESSAGE_BYTES)
     RUN_CLOSED = TopicSpec("run-closed", 3, 30)
@@ -89,13 +97,17 @@ def declared_topics(namespace: str) -> list[NewTopic]:
 
 
 def provision_topics(bootstrap: str, namespace: str, timeout: float = 30) -> list[str]:
-    """Create whatever declared topic is missing; existing ones are left alone. Returns created names."""
+    """Create whatever declared topic is missing; an existing one with fewer partitions than
+    declared gets more (partitions are only ever added), and the record-level ones' message limit.
+    Returns created names."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        listed = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         raise BrokerError(f"can't list topics on {bootstrap}: {exc}") from exc
+    existing = set(listed)
     _raise_message_limits(admin, namespace, existing, timeout)
+    _raise_partition_counts(admin, namespace, {name: len(t.partitions) for name, t in listed.items()}, timeout)
     missing = [t for t in declared_topics(namespace) if t.topic not in existing]
     if not missing:
         return []
@@ -108,6 +120,21 @@ def provision_topics(bootstrap: str, namespace: str, timeout: float = 30) -> lis
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"can't create topic {name} on {bootstrap}: {exc}") from exc
     return created
+
+
+def _raise_partition_counts(admin: AdminClient, namespace: str, partitions: dict[str, int], timeout: float) -> None:
+    """A topic declared here with more partitions than it has on the broker gets them (how a
+    running cluster scales out: raise the count in ``Topic``, run ``cdrflow topics``). Keys of
+    a file's batches then hash to other partitions: harmless, as nothing relies on their order."""
+    grow = [NewPartitions(topic_name(namespace, topic), topic.value.partitions) for topic in Topic
+            if 0 < partitions.get(topic_name(namespace, topic), topic.value.partitions) < topic.value.partitions]
+    if not grow:
+        return
+    for name, future in admin.create_partitions(grow, operation_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise BrokerError(f"can't add partitions to {name} on the broker: {exc}") from exc
 
 
 def _raise_message_limits(admin: AdminClient, namespace: str, existing: set[str], timeout: float) -> None:

@@ -667,3 +667,21 @@ class MailMessage(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
     """JSON: files announced, parts ignored (signature images) and parts refused, each with its reason."""
     processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class FilePartParsed(Base):
+    """One part of a large file parsed (``services.parser.parts``): its counts. The part that
+    finds every part of its file here sends the file's summary (a repeat changes nothing)."""
+
+    __tablename__ = "file_parts"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parts: Mapped[int] = mapped_column(Integer)
+    """How many parts the file was cut into."""
+    rows: Mapped[int] = mapped_column(Integer)
+    records: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    batches: Mapped[int] = mapped_column(Integer)
+    parsed_at: Mapped[datetime] = mapped_column(UtcDateTime)

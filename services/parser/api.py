@@ -22,11 +22,12 @@ from cdrflow.errors import BadFileError
 from services.parser.definition import FormatDefinition
 from services.parser.engine import Engine, ParsedBatch, ParseTotals
 from services.parser.limits import ParseLimits
+from services.parser.parts import FilePart
 from services.parser.records import RejectedRow
 from services.parser.registry import builtin_formats
 
 __all__ = ["BadFileError", "FormatDefinition", "ParseLimits", "ParseTotals", "ParsedBatch", "RejectedRow",
-           "find_format", "known_formats", "parse_file", "parse_stream"]
+           "find_format", "judge_parts", "known_formats", "parse_file", "parse_part", "parse_stream"]
 
 
 def known_formats() -> list[str]:
@@ -58,10 +59,28 @@ def parse_stream(stream: BinaryIO, fmt: str | FormatDefinition, *, name: str, zo
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")
-    definition = find_format(fmt)
-    engine = Engine(definition, zone, options)
+    yield from _translated(Engine(find_format(fmt), zone, options).parse(stream, name, batch_rows), name)
+
+
+def parse_part(fh: BinaryIO, fmt: str | FormatDefinition, part: FilePart, *, name: str, zone: ZoneInfo,
+               batch_rows: int = 100_000, options: Mapping[str, Any] | None = None) -> Iterator[ParsedBatch]:
+    """One part of a plain file (``services.parser.parts.plan_parts``; ``fh`` seekable), rows
+    numbered as in the whole file. The reject share is left to ``judge_parts``, once all are in."""
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be at least 1")
+    yield from _translated(Engine(find_format(fmt), zone, options).parse_part(fh, name, batch_rows, part), name)
+
+
+def judge_parts(fmt: str | FormatDefinition, totals: ParseTotals, first_reject: RejectedRow | None, *, name: str,
+                zone: ZoneInfo, options: Mapping[str, Any] | None = None) -> None:
+    """BadFileError if a file parsed in parts rejected more rows than its format (or carrier) allows."""
+    Engine(find_format(fmt), zone, options).judge_totals(totals.rows, totals.rejected, first_reject, name)
+
+
+def _translated(batches: Iterator[ParsedBatch], name: str) -> Iterator[ParsedBatch]:
+    """Only BadFileError leaves the parser, always naming the file."""
     try:
-        yield from engine.parse(stream, name, batch_rows)
+        yield from batches
     except BadFileError as exc:
         if exc.file is None:
             raise BadFileError(str(exc), file=name) from exc

@@ -37,7 +37,8 @@ from services.parser.definition import (
 )
 from services.parser.limits import DEFAULT_LIMITS, FIELD_MAX_CHARS, NUMBER_FIELDS, RAW_MAX_CHARS, ParseLimits
 from services.parser.records import RejectedRow, clip, clip_line
-from services.parser.source import Block, LongLine, TextSource, members, size_text
+from services.parser.parts import FilePart, window
+from services.parser.source import Block, LongLine, Member, TextSource, members, size_text
 from services.parser.tokenise import RAW, ROW, WIDTH, field_name, tokenise
 from services.parser.transactions import TRANSACTION_SCHEMA, conform_transactions
 
@@ -147,6 +148,30 @@ class Engine:
         self._judge(tally, name, final=True)
         if pending is not None:
             yield pending
+
+    def parse_part(self, fh: Any, name: str, batch_rows: int, part: FilePart) -> Iterator[ParsedBatch]:
+        """Part ``part`` of a plain file (``services.parser.parts``), its rows numbered as in the
+        whole file; the format's header is read from the file's start. The reject share is not
+        judged here: the file's last part judges the whole file's (``judge_totals``)."""
+        head = TextSource(Member(name, window(fh, 0, part.end)), limits=self.limits)
+        layout = self._layout(head, name)
+        if layout is None:
+            return
+        if part.start:
+            if head.next_line > part.first_line:
+                raise BadFileError(f"line {part.first_line:,}: the header runs into the file's part {part.index} "
+                                   "(a header larger than a part?)", file=name)
+            source = TextSource(Member(name, window(fh, part.start, part.end)), first_line=part.first_line,
+                                limits=self.limits)
+        else:
+            source = head
+        source.block_bytes = max(64 * 1024, min(batch_rows * 100, 32 * 1024**2))
+        for batch in self._parsed_blocks(source, layout, batch_rows):
+            yield from _split(batch, batch_rows)
+
+    def judge_totals(self, rows: int, rejected: int, first: RejectedRow | None, name: str) -> None:
+        """The reject share of a whole file whose parts were parsed apart (BadFileError if too high)."""
+        self._judge(_Tally(rows, rejected, first), name, final=True)
 
     def _judge(self, tally: _Tally, name: str, *, final: bool) -> None:
         if not tally.rows or (tally.rows < JUDGE_AFTER and not final):

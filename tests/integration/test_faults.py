@@ -416,13 +416,15 @@ class Chaos:
 
 def test_every_service_killed_broker_restarted_database_cut_ends_as_a_clean_run(
         settings, broker_settings, proxied_settings, db_proxy, broker, database, log_dir, tmp_path):
-    """Four gamma files of 20,000 calls and a byte-identical copy of the first. While they go
+    """Four gamma files of 20,000 calls (each cut into parts) and a byte-identical copy of the first. While they go
     through, each service is killed with SIGKILL and restarted at seeded random moments, the
     broker is restarted once and PostgreSQL is unreachable for 10 s; the billing runs are
     closed with the invoicer and admin killed in the middle. The end must equal a clean run:
     the same calls once each, the same invoices, reconciliation and invoice-issued events."""
     rng = random.Random(9)
-    run = proxied_settings.model_copy(update={"kafka_bootstrap": broker.bootstrap, "batch_size": 1000})
+    # parts of 256 KB: each file is cut into parts, parsed by whichever parser is alive at the time
+    run = proxied_settings.model_copy(update={"kafka_bootstrap": broker.bootstrap, "batch_size": 1000,
+                                              "parse_part_bytes": 256 * 1024})
     paths = [write_calls(tmp_path / f"gamma-cdr-202610{2 + 6 * i:02d}.csv", i, BIG_ROWS) for i in range(BIG_FILES)]
     copy = tmp_path / "gamma-cdr-20261002-resent.csv"
     copy.write_bytes(paths[0].read_bytes())

@@ -328,9 +328,13 @@ class SftpRemote:
 
 
 HOST_KEY_ALGORITHMS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-                       "rsa-sha2-512", "ssh-ed448")
-"""One per key type a server may hold (OpenSSH's default set is RSA, ECDSA and Ed25519): asked for
-one at a time, a server shows each key it has."""
+                       "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa", "ssh-ed448")
+"""Host key algorithms in ``ssh``'s order of preference (OpenSSH's sshd holds RSA, ECDSA and
+Ed25519 keys): each connection offers those not yet seen, so the server shows its next key."""
+RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+NO_MORE_KEYS_S = 5.0
+"""After a first key, how long a server may take to answer an offer of only the key types it has
+not shown: one with none of them either refuses it or, as some do, never answers."""
 
 
 def pinned_keys(text: str) -> list[asyncssh.SSHKey]:
@@ -342,24 +346,25 @@ async def fetch_host_keys(source: str, host: str, port: int, timeout: float) -> 
     """Every host key the server presents now, one per key type it has (for ``cdrflow sources
     trust``, which shows each fingerprint); Ed25519 first, as ``ssh`` shows it by default."""
     endpoint = Endpoint(source, "sftp", host, port, "", Credentials(), timeout=timeout)
-    keys: dict[str, asyncssh.SSHKey] = {}
-    failure: BaseException | None = None
-    for algorithm in HOST_KEY_ALGORITHMS:
+    keys: list[asyncssh.SSHKey] = []
+    offered = list(HOST_KEY_ALGORITHMS)
+    while offered:
+        wait = min(timeout, NO_MORE_KEYS_S) if keys else timeout
         try:
             key = await asyncio.wait_for(asyncssh.get_server_host_key(
-                host, port, server_host_key_algs=[algorithm], config=[]), timeout)
-        except asyncssh.KeyExchangeFailed:
-            continue  # the server has no key of this type
+                host, port, server_host_key_algs=offered, config=[]), wait)
         except _SSH_ERRORS as exc:
-            failure = exc
+            if keys and isinstance(exc, (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, asyncio.TimeoutError)):
+                break  # no key of the types still offered
+            raise _ssh_error(endpoint, exc, "fetch the host keys") from exc
+        if key is None:
             break
-        if key is not None:
-            keys.setdefault(key.get_fingerprint("sha256"), key)
+        keys.append(key)
+        seen = RSA_ALGORITHMS if key.get_algorithm() in RSA_ALGORITHMS else (key.get_algorithm(),)
+        offered = [a for a in offered if a not in seen]
     if not keys:
-        if failure is not None:
-            raise _ssh_error(endpoint, failure, "fetch the host keys") from failure
         raise HostKeyError(source, f"{host}:{port} presented no host key")
-    return list(keys.values())
+    return keys
 
 
 def describe_keys(keys: list[asyncssh.SSHKey]) -> str:

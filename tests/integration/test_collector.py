@@ -379,6 +379,7 @@ def test_a_server_with_several_host_key_types_is_pinned_by_the_carriers_ed25519_
     (root / "GAMMA_D_20261001.csv").write_text("cli,dialled,start,duration\n441632960001,4401,2026-10-01T09:00:00,6\n")
     keys = [asyncssh.generate_private_key(alg) for alg in ("ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519")]
     rsa, ecdsa, ed25519 = (k.get_fingerprint("sha256") for k in keys)
+    csettings = csettings.model_copy(update={"collector_timeout": 20.0})  # a handshake per key type
     with sftp_server(root, keys) as port:
         add_source(runtime, "gamma-sftp", "sftp", port, ["*_D_*.csv=cdr,daily,outbound"])
         shown = cdrflow(csettings, "sources", "trust", "gamma-sftp", input="n\n")

@@ -78,7 +78,7 @@ from confluent_kafka import ConsumerGroupState  # noqa: E402
 import bench_rate as gen  # noqa: E402
 from cdrflow.bus import provision_topics  # noqa: E402
 from cdrflow.client import AdminClient  # noqa: E402
-from cdrflow.db import Database, migrate  # noqa: E402
+from cdrflow.db import Database  # noqa: E402
 from cdrflow.db.session import make_engine  # noqa: E402
 from cdrflow.errors import CdrflowError  # noqa: E402
 from cdrflow.filestore import FileStore  # noqa: E402
@@ -89,6 +89,7 @@ from cdrflow.db.models import Carrier  # noqa: E402
 from cdrflow.db.models import Tariff as TariffRow  # noqa: E402
 from cdrflow.reference import record_change  # noqa: E402
 from cdrflow.settings import Settings  # noqa: E402
+from benchdb import driver_dsn, fresh_database  # noqa: E402
 from machine import header  # noqa: E402
 from services.rater.clis import cli_table  # noqa: E402
 from services.rater.reference import load_rate_sheet  # noqa: E402
@@ -221,28 +222,11 @@ def bench_broker(root: Path) -> Iterator[Broker]:
         broker.stop()
 
 
-def _driver_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextmanager
 def run_database(server_url: str | None, data_dir: Path) -> Iterator[str]:
     """A fresh, migrated database for one run; gone afterwards (SQLite: with the data dir)."""
-    if server_url is None:
-        url = f"sqlite:///{(data_dir / 'cdrflow.db').resolve()}"
-        migrate(url)
+    with fresh_database(server_url, data_dir, "bench") as url:
         yield url
-        return
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_driver_dsn(server_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        migrate(url)
-        yield url
-    finally:
-        with psycopg.connect(_driver_dsn(server_url), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @dataclass
@@ -518,7 +502,7 @@ def sqlite_floor(path: str, file_id: str) -> tuple[float, int, int]:
 def postgres_floor(db_url: str, file_id: str) -> tuple[float, int, int]:
     """A bare text ``COPY … FROM STDIN`` of the rows (exported first with ``COPY … TO STDOUT``,
     untimed) into ``LIKE calls INCLUDING ALL``, committed."""
-    with psycopg.connect(_driver_dsn(db_url)) as conn, tempfile.TemporaryFile() as spool:
+    with psycopg.connect(driver_dsn(db_url)) as conn, tempfile.TemporaryFile() as spool:
         columns = [r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
             "AND table_name = 'calls' AND column_name <> 'id' ORDER BY ordinal_position")]

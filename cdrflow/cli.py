@@ -13,8 +13,8 @@ from cdrflow.errors import CdrflowError
 from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings, load_settings
 
-LOOP_SERVICES = ("dedupe", "parser", "rater", "invoicer")
-SERVED_SERVICES = ("admin", "collector", "mailgate")
+LOOP_SERVICES = ("dedupe", "parser", "rater", "invoicer", "sender")
+SERVED_SERVICES = ("admin", "collector", "mailgate", "scheduler")
 """Services with their own serving loop (HTTP, SMTP, polling) rather than a Kafka consumer loop."""
 NOT_YET: dict[str, str] = {}
 
@@ -188,30 +188,6 @@ def upload(ctx: click.Context, path: Path, carrier: str, kind: str, period: str,
                + ("" if reply.get("announced", True) else QUEUED_NOTE))
 
 
-@main.command()
-@click.option("--customer", required=True)
-@click.option("--period", required=True, help="the month to bill, YYYY-MM")
-@click.pass_context
-def bill(ctx: click.Context, customer: str, period: str) -> None:
-    """Close a billing run: the invoicer issues the customer's invoice for the period."""
-    reply = _admin(ctx).close_run(customer, period)
-    if reply.get("already"):
-        click.echo(f"{customer} {reply['period']} is invoiced already: {reply['invoice_number']} (nothing new made)")
-        return
-    click.echo(f"billing run {reply['run_id']} closed for {customer} {reply['period']}"
-               + ("" if reply.get("announced", True) else QUEUED_NOTE))
-
-
-@main.command()
-@click.option("--customer", default=None)
-@click.pass_context
-def invoices(ctx: click.Context, customer: str | None) -> None:
-    """List issued invoices."""
-    for inv in _admin(ctx).invoices(customer):
-        click.echo(f"{inv['invoice_number']}  {inv['customer']:10} {inv['period_start']}..{inv['period_end']}"
-                   f"  £{inv['total']}")
-
-
 # --- reference data ------------------------------------------------------------------
 
 
@@ -235,16 +211,33 @@ def carriers_add(settings: Settings, code: str, name: str, file_format: str) -> 
 
 @carriers.command("rules")
 @click.argument("code")
-@click.option("--hold-same-name/--no-hold-same-name", required=True,
+@click.option("--hold-same-name/--no-hold-same-name", default=None,
               help="hold a file that reuses an earlier file name of this carrier, even with new content")
+@click.option("--sdr", type=click.Choice(["billing", "information"]), default=None,
+              help="this carrier's fixed-fee (SDR) files are billed, or kept for information only")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def carriers_rules(settings: Settings, code: str, hold_same_name: bool) -> None:
-    """Set a carrier's processing rules for duplicate files."""
+def carriers_rules(settings: Settings, code: str, hold_same_name: bool | None, sdr: str | None, as_json: bool) -> None:
+    """Set a carrier's processing rules: duplicate files, and whether its SDR files are billed."""
     from services.dedupe.rules import set_hold_same_name
+    from services.rater.fees import set_sdr_for_billing
 
+    if hold_same_name is None and sdr is None:
+        raise click.UsageError("give --hold-same-name/--no-hold-same-name and/or --sdr billing|information")
     with open_database(settings).transaction() as session:
-        set_hold_same_name(session, code, hold_same_name)
-    click.echo(f"carrier {code}: same-name rule {'on' if hold_same_name else 'off'}")
+        if hold_same_name is not None:
+            carrier = set_hold_same_name(session, code, hold_same_name)
+        if sdr is not None:
+            carrier = set_sdr_for_billing(session, code, sdr == "billing")
+        rules = {"carrier": code, "hold_same_name": carrier.hold_same_name,
+                 "sdr": "billing" if carrier.sdr_for_billing else "information"}
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(rules).decode())
+        return
+    click.echo(f"carrier {code}: same-name rule {'on' if rules['hold_same_name'] else 'off'}, "
+               f"SDR files for {rules['sdr']}")
 
 
 from cdrflow.cli_files import QUEUED_NOTE, files  # noqa: E402  (files: list, show, release, discard, retry)
@@ -259,6 +252,24 @@ main.add_command(collect)
 from services.mailgate.commands import mail  # noqa: E402  (the mail gateway's commands)
 
 main.add_command(mail)
+
+from services.invoicer.commands import invoices  # noqa: E402  (list, show, pdf, csv, credit, send, deliveries)
+
+main.add_command(invoices)
+
+from services.scheduler.commands import bill, charges  # noqa: E402  (billing runs by hand, charges)
+
+main.add_command(bill)
+main.add_command(charges)
+
+from services.invoicer.calls_commands import calls, unbilled_charges  # noqa: E402  (what is not billed yet)
+
+main.add_command(calls)
+charges.add_command(unbilled_charges)  # cdrflow charges unbilled --customer C
+
+from services.rater.commands import fees  # noqa: E402  (fixed-fee sheets: load, list, show)
+
+main.add_command(fees)
 
 from cdrflow.cli_rating import clis, customers, rate, rates, recon, schedules, tariffs  # noqa: E402
 

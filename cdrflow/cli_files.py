@@ -17,7 +17,8 @@ def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.group(invoke_without_command=True)
 @click.option("--carrier", default=None, help="only this carrier's files")
 @click.option("--kind", type=click.Choice(["cdr", "sdr"]), default=None)
-@click.option("--status", default=None, help="arriving, held, accepted, discarded, parsed, rated, failed")
+@click.option("--status", default=None,
+              help="arriving, held, accepted, discarded, parsed, rated, information (SDR files not billed), failed")
 @click.option("--month", default=None, metavar="YYYY-MM",
               help="billing period: files with calls (or fees) in that month; unparsed files by arrival")
 @click.option("--period", type=click.Choice(["daily", "monthly"]), default=None, help="daily or monthly files")
@@ -34,10 +35,17 @@ def files(ctx: click.Context, carrier: str | None, kind: str | None, status: str
 
 @files.command("show")
 @click.argument("file_id")
+@click.option("--json", "as_json", is_flag=True, help="the file as GET /files/{id} gives it")
 @click.pass_context
-def files_show(ctx: click.Context, file_id: str) -> None:
-    """The file, its rejections, the files it may repeat and how it compares with each."""
+def files_show(ctx: click.Context, file_id: str, as_json: bool) -> None:
+    """The file, its rejections (an SDR file: its fixed fees), the files it may repeat and how it
+    compares with each."""
     view = _admin(ctx).file(file_id)
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
+        return
     for key in ("file_id", "original_name", "carrier", "kind", "period", "direction", "channel", "received_at",
                 "size", "fingerprint", "content_fingerprint", "status", "status_reason", "rows", "rejected", "calls",
                 "overlaps", "overlap_policy"):
@@ -49,6 +57,8 @@ def files_show(ctx: click.Context, file_id: str) -> None:
         click.echo(f"\nrejections ({view['rejections_total']}):")
         for r in view["rejections"]:
             click.echo(f"  line {r['row']}: {r['reason']}")
+    if view.get("fees_total"):
+        _echo_fees(view)
     comparisons = {c["file_id"]: c for c in view.get("comparisons", [])}
     if view.get("candidates"):
         click.echo(f"\npotential duplicate of ({view.get('hold_reason') or 'duplicate'}):")
@@ -57,6 +67,18 @@ def files_show(ctx: click.Context, file_id: str) -> None:
                    f"  {c['original_name']}")
         if comparison := comparisons.get(c["file_id"]):
             _echo_comparison(comparison)
+
+
+def _echo_fees(view: dict[str, Any]) -> None:
+    """An SDR file's fixed-fee lines: the carrier's charge, whose it is, its price, or why it is not billed."""
+    shown = "" if len(view["fees"]) == view["fees_total"] else f", first {len(view['fees'])} shown"
+    click.echo(f"\nfixed fees ({view['fees_total']}{shown}):")
+    click.echo(f"  {'line':>4} {'reference':16} {'description':28} {'qty':>4} {'cost':>10} {'status':11} "
+               f"{'customer':10} {'price':>10}  reason")
+    for f in view["fees"]:
+        click.echo(f"  {f['row']:>4} {f['reference'] or '':16} {(f['description'] or '')[:28]:28} {f['quantity']:>4} "
+                   f"{f['cost'] or f['amount'] or '':>10} {f['status']:11} {f['customer'] or '-':10} "
+                   f"{f['price'] or '':>10}  {f['reason'] or ''}")
 
 
 def _echo_comparison(c: dict[str, Any]) -> None:
@@ -83,7 +105,7 @@ def _command(ctx: click.Context, file_id: str, command: str, reason: str, operat
     reply = _admin(ctx).file_command(file_id, command, reason=reason, operator=operator)
     done = {"release": "released", "discard": "discarded", "retry": "retried",
             "bill-overlaps": "set to bill its overlapping calls",
-            "skip-overlaps": "set to skip its overlapping calls"}[command]
+            "skip-overlaps": "set to skip its overlapping calls", "reverse": "reversed"}[command]
     if reply.get("already"):
         click.echo(f"{file_id} was {done} already")
     else:
@@ -135,3 +157,21 @@ def files_retry(ctx: click.Context, file_id: str, reason: str, operator: str) ->
 def files_overlaps(ctx: click.Context, file_id: str, bill: bool, reason: str, operator: str) -> None:
     """Choose, for one file, what happens to its calls already billed or pending from other files."""
     _command(ctx, file_id, "bill-overlaps" if bill else "skip-overlaps", reason, operator)
+
+
+@files.command("reverse")
+@click.argument("file_id")
+@_reason
+@_operator
+@click.option("--json", "as_json", is_flag=True, help="print the API's JSON reply")
+@click.pass_context
+def files_reverse(ctx: click.Context, file_id: str, reason: str, operator: str, as_json: bool) -> None:
+    """A processed file leaves billing: its calls and fees are never billed, a corrected resend is
+    not held as its duplicate. Refused once any of it is on an issued invoice: credit that first."""
+    if as_json:
+        import orjson
+
+        reply = _admin(ctx).file_command(file_id, "reverse", reason=reason, operator=operator)
+        click.echo(orjson.dumps(reply).decode())
+        return
+    _command(ctx, file_id, "reverse", reason, operator)

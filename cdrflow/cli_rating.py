@@ -106,23 +106,77 @@ def customers() -> None:
     """Customers and the CLIs that identify them."""
 
 
+def _billing_terms(command):  # type: ignore[no-untyped-def]
+    """The billing options of ``customers add`` and ``customers edit`` (services/scheduler/customers.py)."""
+    options = [
+        click.option("--email", default=None, help="billing email: where invoices are sent"),
+        click.option("--schedule", default=None,
+                     help="billing schedule: weekly[:DAY], monthly[:D] or quarterly[:M[:D]] (add: default monthly)"),
+        click.option("--tax", "tax_code", type=click.Choice(["standard", "zero", "exempt"]), default=None,
+                     help="VAT: standard (20%), zero-rated or exempt (add: default standard)"),
+        click.option("--currency", "currency_code", default=None, help="invoice currency (add: default GBP)"),
+        click.option("--address", default=None, help="postal address; lines separated by newlines or \\n"),
+        click.option("--terms", "terms_days", type=int, default=None, help="payment terms in days (add: default 30)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @customers.command("add")
 @click.argument("code")
 @click.option("--name", required=True)
 @click.option("--tariff", required=True)
-@click.option("--email", default=None, help="billing email")
+@_billing_terms
 @click.option("--cli", "cli_texts", multiple=True, help="a CLI: +44…, a prefix +44…*, a range FROM-TO or a code")
 @click.pass_obj
-def customers_add(settings: Settings, code: str, name: str, tariff: str, email: str | None,
-                  cli_texts: tuple[str, ...]) -> None:
+def customers_add(settings: Settings, code: str, name: str, tariff: str, cli_texts: tuple[str, ...],
+                  **terms: str | int | None) -> None:
     from services.rater.reference import add_cli, save_customer
+    from services.scheduler.customers import set_billing_terms
 
     with open_database(settings).transaction() as session:
-        save_customer(session, code, name, tariff, billing_email=email)
+        customer = save_customer(session, code, name, tariff, billing_email=None)
+        set_billing_terms(session, customer, **terms)  # type: ignore[arg-type]
         session.flush()
         for text in cli_texts:
             add_cli(session, code, text)
     click.echo(f"customer {code} saved with {len(cli_texts)} CLI(s)")
+
+
+@customers.command("edit")
+@click.argument("code")
+@click.option("--name", default=None)
+@click.option("--tariff", default=None)
+@_billing_terms
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def customers_edit(settings: Settings, code: str, name: str | None, tariff: str | None, as_json: bool,
+                   **terms: str | int | None) -> None:
+    """Change a customer's name, tariff or billing terms; what is not given stays as it is."""
+    from cdrflow.db.models import Customer
+    from cdrflow.errors import InputError
+    from services.rater.reference import save_customer
+    from services.scheduler.customers import set_billing_terms
+
+    with open_database(settings).transaction() as session:
+        customer = session.get(Customer, code)
+        if customer is None:
+            raise InputError(f"no customer {code!r}: add it with 'cdrflow customers add'")
+        if name is not None or tariff is not None:
+            save_customer(session, code, name or customer.name, tariff or customer.tariff,
+                          billing_email=customer.billing_email, billing_schedule=customer.billing_schedule)
+        changed = set_billing_terms(session, customer, **terms)  # type: ignore[arg-type]
+        view = {"customer": code, "name": customer.name, "tariff": customer.tariff,
+                "billing_schedule": customer.billing_schedule, "tax_code": customer.tax_code,
+                "currency": customer.currency, "address": customer.address, "billing_email": customer.billing_email,
+                "payment_terms_days": customer.payment_terms_days}
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(view).decode())
+        return
+    click.echo(f"customer {code} saved" + (f": {', '.join(changed)} changed" if changed else ""))
 
 
 @customers.command("load")
@@ -163,20 +217,34 @@ def clis_add(settings: Settings, customer: str, cli: str, kind: str | None, carr
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help="the groups as JSON, as GET /recon gives them")
 @click.pass_obj
-def recon(settings: Settings) -> None:
-    """Calls that match no customer or no rate, grouped, with what they cost us."""
-    from services.rater.recon import reconciliation
+def recon(settings: Settings, as_json: bool) -> None:
+    """Calls that match no customer or no rate, and fixed fees that match no customer or no fee
+    sheet row, grouped, with what they cost us."""
+    from services.rater.recon import fee_reconciliation, reconciliation, recon_view
 
     with open_database(settings).transaction() as session:
-        groups = reconciliation(session)
-    if not groups:
+        groups, fees = reconciliation(session), fee_reconciliation(session)
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(recon_view(groups, fees), option=orjson.OPT_INDENT_2).decode())
+        return
+    if not groups and not fees:
         click.echo("nothing in reconciliation")
         return
-    click.echo(f"{'status':9} {'CLI / tariff: destination':32} {'carrier':10} {'calls':>6} {'minutes':>9} {'cost':>10}  reason")
+    if groups:
+        click.echo(f"{'status':9} {'CLI / tariff: destination':32} {'carrier':10} {'calls':>6} {'minutes':>9} {'cost':>10}  reason")
     for g in groups:
         click.echo(f"{g.status:9} {g.key:32} {g.carrier:10} {g.calls:>6} {g.seconds / 60:>9.1f} {g.cost:>10.4f}  "
                    f"{g.example_reason}")
+    if fees:
+        click.echo(f"{'' if not groups else chr(10)}{'status':9} {'fixed fee reference':32} {'carrier':10} {'fees':>6} "
+                   f"{'':>9} {'cost':>10}  reason")
+    for f in fees:
+        click.echo(f"{f.status:9} {f.reference:32} {f.carrier:10} {f.fees:>6} {'':>9} {f.cost:>10.4f}  "
+                   f"{f.example_reason}")
 
 
 @click.command()

@@ -20,6 +20,11 @@ class AdminClient:
         self._http = httpx.Client(base_url=base_url, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._response(method, path, **kwargs)
+        return response.json() if response.headers.get("content-type", "").startswith("application/json") else response.text
+
+    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The API's answer; InfrastructureError if it can't be reached, AdminApiError for an error reply."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -31,7 +36,7 @@ class AdminClient:
             except ValueError:
                 message = response.text
             raise AdminApiError(f"{message} (HTTP {response.status_code})")
-        return response.json() if response.headers.get("content-type", "").startswith("application/json") else response.text
+        return response
 
     def health(self) -> bool:
         try:
@@ -65,8 +70,28 @@ class AdminClient:
         headers = {"x-operator": operator} if operator else None
         return self._call("POST", f"/files/{file_id}/{command}", json={"reason": reason or ""}, headers=headers)
 
-    def close_run(self, customer: str, period: str) -> dict[str, Any]:
-        return self._call("POST", "/billing-runs", json={"customer": customer, "period": period})
+    def close_run(self, customer: str, period: str | None = None, *, force: bool = False, reason: str | None = None,
+                  operator: str | None = None) -> dict[str, Any]:
+        """Close a billing run (``period`` None: the latest ended one); ``already`` in the reply
+        says it was closed before, with the invoice it made (``invoice_number``), if any."""
+        headers = {"x-operator": operator} if operator else None
+        return self._call("POST", "/billing-runs", headers=headers,
+                          json={"customer": customer, "period": period, "force": force, "reason": reason})
+
+    def customers(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/customers")
+
+    def charges(self, customer: str | None = None) -> list[dict[str, Any]]:
+        """Charges defined in cdrflow, of one customer or of all."""
+        return self._call("GET", f"/customers/{customer}/charges" if customer else "/charges")
+
+    def add_charge(self, customer: str, charge: dict[str, Any], operator: str | None = None) -> dict[str, Any]:
+        headers = {"x-operator": operator} if operator else None
+        return self._call("POST", f"/customers/{customer}/charges", json=charge, headers=headers)
+
+    def end_charge(self, charge_id: int | str, on: str, reason: str, operator: str | None = None) -> dict[str, Any]:
+        headers = {"x-operator": operator} if operator else None
+        return self._call("POST", f"/charges/{charge_id}/end", json={"on": on, "reason": reason}, headers=headers)
 
     def invoices(self, customer: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/invoices", params={"customer": customer} if customer else None)

@@ -32,6 +32,7 @@ class EventType:
     CALL_RATED = "cdrflow.call.rated.v2"
     RUN_CLOSED = "cdrflow.run.closed.v1"
     INVOICE_ISSUED = "cdrflow.invoice.issued.v1"
+    CREDIT_NOTE_ISSUED = "cdrflow.credit-note.issued.v1"
     ADMIN_COMMAND = "cdrflow.admin.command.v1"
     DEAD_LETTERED = "cdrflow.message.dead-lettered.v1"
 

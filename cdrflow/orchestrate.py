@@ -21,7 +21,7 @@ from cdrflow.settings import Settings
 
 log = get_logger(__name__)
 
-PIPELINE_SERVICES = ("dedupe", "parser", "rater", "invoicer", "admin", "collector", "mailgate")
+PIPELINE_SERVICES = ("dedupe", "parser", "rater", "invoicer", "sender", "admin", "collector", "mailgate", "scheduler")
 """What ``cdrflow up`` runs, each as its own process. The collector idles until sources exist;
 the mail gateway listens on ``mailgate_host:mailgate_port``."""
 

@@ -97,6 +97,56 @@ class Settings(BaseSettings):
     mailgate_auth_require_tls: bool = True
     """AUTH only after STARTTLS (turn off only on a trusted network)."""
 
+    # --- billing runs (docs/billing-schedules.md, "Billing runs and the scheduler") ---
+    billing_grace_hours: float = Field(default=24.0, ge=0)
+    """How long after a period's end the scheduler waits for late files before closing its run."""
+
+    scheduler_interval_seconds: float = Field(default=60.0, gt=0)
+    """Seconds between the scheduler's looks for periods to close."""
+
+    # --- email delivery of invoices (docs/billing.md, "Email delivery") ---
+    smtp_host: str | None = None
+    """The SMTP relay invoices are mailed through; empty means delivery is off (deliveries stay queued)."""
+
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    """Upgrade the relay connection with STARTTLS before logging in or sending (refused if the relay can't)."""
+
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    """Login at the relay, when both are set (only ever over STARTTLS unless smtp_starttls is off)."""
+
+    mail_from: str = "billing@localhost"
+    """The From address of invoice emails; its domain is also that of each email's Message-ID."""
+
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    """Tries of one delivery before it stays failed for the operator."""
+
+    delivery_backoff_seconds: float = Field(default=60.0, gt=0)
+    """Wait after a delivery's first failed try; it doubles after each further one."""
+
+    # --- invoices (docs/billing.md, "Invoices") ---
+    seller_name: str = ""
+    """The reseller's legal name, printed on every invoice and credit note (required to render one)."""
+
+    seller_address: str = ""
+    """The reseller's postal address as invoices print it: lines separated by "|" or newlines."""
+
+    seller_vat_number: str = ""
+    """The reseller's VAT registration number (e.g. GB123456789), printed on every invoice."""
+
+    seller_email: str = ""
+    """Where customers write about an invoice, printed on it."""
+
+    invoice_prefix: str = "INV-"
+    """Invoice numbers are this prefix and six digits from the gap-free ``invoice`` sequence: INV-000001."""
+
+    credit_note_prefix: str = "CN-"
+    """Credit note numbers: this prefix and six digits from the gap-free ``credit-note`` sequence."""
+
+    invoice_empty_runs: bool = False
+    """Issue an invoice (of no lines, 0.00) even when a billing run finds nothing to bill."""
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

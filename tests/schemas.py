@@ -21,6 +21,7 @@ SCHEMA_OF_TYPE = {
     "cdrflow.call.rated.v2": "call-rated",
     "cdrflow.run.closed.v1": "run-closed",
     "cdrflow.invoice.issued.v1": "invoice-issued",
+    "cdrflow.credit-note.issued.v1": "credit-note-issued",
     "cdrflow.admin.command.v1": "admin-command",
     "cdrflow.message.dead-lettered.v1": "dead-letter",
 }

@@ -64,24 +64,24 @@ class OutboxRelay:
         return self._producer
 
     def publish_pending(self, timeout: float = 30) -> int:
-        """Publish unpublished entries in creation order. The steps, in this order:
-        1. read a batch of this publisher's pending entries;
+        """Publish unpublished entries in creation order. The steps, in this order, in one transaction:
+        1. read and lock a batch of this publisher's pending entries (PostgreSQL: ``FOR UPDATE SKIP
+           LOCKED``, so two relays of one publisher, e.g. two schedulers, take different entries);
         2. produce each;
         3. flush: every one acknowledged by the broker (acks=all), or BrokerError and nothing marked;
-        4. mark them published.
+        4. mark them published, and commit.
         A crash between 3 and 4 publishes them again, with the same event ids."""
         with self.database.transaction() as session:
             entries = session.execute(
                 select(OutboxEntry.id, OutboxEntry.topic, OutboxEntry.key, OutboxEntry.payload)
                 .where(OutboxEntry.publisher == self.publisher, OutboxEntry.published_at.is_(None))
-                .order_by(OutboxEntry.id).limit(self.batch)
+                .order_by(OutboxEntry.id).limit(self.batch).with_for_update(skip_locked=True)
             ).all()
-        if not entries:
-            return 0
-        for _, topic, key, payload in entries:
-            self.producer.send_raw(topic, key or None, payload)
-        self.producer.flush(timeout)
-        with self.database.transaction() as session:
+            if not entries:
+                return 0
+            for _, topic, key, payload in entries:
+                self.producer.send_raw(topic, key or None, payload)
+            self.producer.flush(timeout)
             session.execute(
                 update(OutboxEntry).where(OutboxEntry.id.in_([e.id for e in entries]))
                 .values(published_at=datetime.now(UTC))

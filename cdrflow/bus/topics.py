@@ -47,6 +47,7 @@ class Topic(Enum):
     CALL_RATED = TopicSpec("call-rated", 6, 7, RECORD_MESSAGE_BYTES)
     RUN_CLOSED = TopicSpec("run-closed", 3, 30)
     INVOICE_ISSUED = TopicSpec("invoice-issued", 3, 90)
+    CREDIT_NOTE_ISSUED = TopicSpec("credit-note-issued", 3, 90)
     ADMIN_COMMANDS = TopicSpec("admin-commands", 3, 30)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
@@ -255,6 +256,20 @@ class FileDecision(Base):
     decided_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class FileReversal(Base):
+    """An operator's reversal of a processed file (``cdrflow files reverse``): who, when and why.
+    Apart from ``file_decisions`` because a file released from hold (one decision) may be reversed
+    later (a second); one per file, as a reversed file is final."""
+
+    __tablename__ = "file_reversals"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    command_id: Mapped[str] = mapped_column(String(36))
+    reversed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class RejectedRow(Base):
     __tablename__ = "rejected_rows"
 
@@ -324,6 +339,9 @@ class Call(Base):
     __table_args__ = (
         UniqueConstraint("file_id", "row", name="uq_calls_file_row"),
         Index("ix_calls_outstanding", "customer", "status", "invoice_id"),
+        # An invoice's calls (its CSV, a credit note freeing them); partial, so storing calls costs nothing.
+        Index("ix_calls_invoice", "invoice_id", postgresql_where=text("invoice_id IS NOT NULL"),
+              sqlite_where=text("invoice_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -9,12 +9,9 @@ or a restart of this process too). The reply says whether the broker has it alre
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -25,18 +22,21 @@ from starlette.routing import Route
 
 from cdrflow.bus import Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, RelayThread, add_to_outbox
-from cdrflow.db.models import Customer, Invoice
 from cdrflow.errors import CdrflowError, InfrastructureError, InputError
-from cdrflow.events import Event, EventType, event_id
+from cdrflow.events import Event
 from cdrflow.filestore import StoredFile
 from cdrflow.intake import FileMetadata, file_arrived, safe_name
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.delivery_api import delivery_routes
+from services.admin.billing_api import billing_routes
+from services.admin.calls_api import calls_routes
 from services.admin.dlq_api import dlq_routes
 from services.admin.files_api import files_routes
+from services.admin.fees_api import fee_routes
 from services.admin.formats_api import format_routes
+from services.admin.invoices_api import invoices_routes
 from services.admin.reference_api import reference_routes
-from services.invoicer.periods import month_period
 
 log = get_logger(__name__)
 
@@ -52,17 +52,6 @@ QUEUED = "the broker is not reachable: it is stored and will go on by itself whe
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def invoice_view(invoice: Invoice) -> dict[str, Any]:
-    return {
-        "invoice_number": invoice.number, "customer": invoice.customer,
-        "period_start": invoice.period_start.isoformat(), "period_end": invoice.period_end.isoformat(),
-        "issued_at": invoice.issued_at.isoformat(), "total": f"{invoice.total:.4f}",
-        "charges": [{"description": c.description, "quantity": c.quantity, "amount": f"{c.amount:.4f}"}
-                    for c in invoice.charges],
-        "calls_csv": invoice.calls_csv,
-    }
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -135,59 +124,6 @@ def create_app(runtime: Runtime) -> Starlette:
             stored = await run_in_threadpool(runtime.store.put_stream, part.file)
         return await announce_upload(stored, meta, name)
 
-    async def close_run(request: Request) -> Response:
-        body = await request.json()
-        customer, label = body.get("customer"), body.get("period")
-        if not customer or not label:
-            return _error(400, "a billing run needs 'customer' and 'period' (YYYY-MM)")
-        period = month_period(label)
-
-        def known() -> tuple[bool, str | None]:
-            with runtime.database.transaction() as session:
-                if session.get(Customer, customer) is None:
-                    return False, None
-                return True, session.scalar(select(Invoice.number).where(
-                    Invoice.customer == customer, Invoice.period_start == period.start,
-                    Invoice.period_end == period.end))
-
-        exists, invoiced = await run_in_threadpool(known)
-        if not exists:
-            return _error(404, f"unknown customer {customer!r}")
-        if invoiced:
-            return JSONResponse({"customer": customer, "period": period.label, "already": True,
-                                 "invoice_number": invoiced}, status_code=200)
-        run_id = str(uuid.uuid4())
-        event = Event(type=EventType.RUN_CLOSED, source=runtime.source, subject=f"{customer}/{period.label}",
-                      id=event_id(EventType.RUN_CLOSED, run_id),
-                      data={"run_id": run_id, "customer": customer, "period": period.label,
-                            "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
-                            "trigger": "manual"})
-        announced = await run_in_threadpool(publish, Topic.RUN_CLOSED, customer, event)
-        return JSONResponse({"run_id": run_id, "customer": customer, "period": period.label, "announced": announced,
-                             "message": "billing run closed" if announced else f"billing run closed; {QUEUED}"},
-                            status_code=202)
-
-    def list_invoices(request: Request) -> Response:
-        with runtime.database.transaction() as session:
-            stmt = select(Invoice).where(Invoice.number.is_not(None)).order_by(Invoice.id)
-            if customer := request.query_params.get("customer"):
-                stmt = stmt.where(Invoice.customer == customer)
-            return JSONResponse([invoice_view(i) for i in session.scalars(stmt)])
-
-    def show_invoice(request: Request) -> Response:
-        with runtime.database.transaction() as session:
-            invoice = session.scalar(select(Invoice).where(Invoice.number == request.path_params["number"]))
-            if invoice is None:
-                raise HTTPException(404, f"no invoice {request.path_params['number']}")
-            return JSONResponse(invoice_view(invoice))
-
-    def invoice_calls(request: Request) -> Response:
-        with runtime.database.transaction() as session:
-            invoice = session.scalar(select(Invoice).where(Invoice.number == request.path_params["number"]))
-            if invoice is None or invoice.calls_csv is None:
-                raise HTTPException(404, f"no invoice {request.path_params['number']}")
-        return Response(runtime.store.read_bytes(invoice.calls_csv), media_type="text/csv")
-
     async def on_http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, str(exc.detail))
@@ -207,11 +143,12 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/files", upload, methods=["POST"]),
             *files_routes(runtime, publish),
             *dlq_routes(runtime, on_queued=relay.wake),
-            Route("/billing-runs", close_run, methods=["POST"]),
-            Route("/invoices", list_invoices, methods=["GET"]),
-            Route("/invoices/{number}", show_invoice, methods=["GET"]),
-            Route("/invoices/{number}/calls.csv", invoice_calls, methods=["GET"]),
+            *billing_routes(runtime, lambda entry: relay.wait_published(entry, ANNOUNCE_WAIT_S), QUEUED),
+            *invoices_routes(runtime, publish),
+            *calls_routes(runtime),
+            *delivery_routes(runtime),
             *reference_routes(runtime),
+            *fee_routes(runtime),
             *format_routes(runtime),
         ],
         exception_handlers={HTTPException: on_http_error, CdrflowError: on_cdrflow_error},

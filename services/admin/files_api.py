@@ -1,9 +1,9 @@
 """The operator's view of files: list with filters, one file in detail with its rejections and
 the files it may repeat (compared side by side); release or discard of a held file; retry of a
-failed or stuck file; billing or skipping a file's overlapping calls.
+failed or stuck file; billing or skipping a file's overlapping calls; reversing a processed file.
 
 Commands are admin-command events: release, discard and retry are handled by the dedupe
-service, bill-overlaps and skip-overlaps by the invoicer. This API only checks the file's state
+service, bill-overlaps, skip-overlaps and reverse by the invoicer. This API only checks the file's state
 first, so that an operator gets the reason for a refusal at once.
 
 A file that stops moving says so: one accepted or parsed and unchanged for longer than
@@ -28,21 +28,33 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cdrflow.bus import Topic, topic_name
-from cdrflow.db.models import Call, Carrier, CarrierTransaction, File, FileDecision, OutboxEntry, RejectedRow
+from cdrflow.db.models import (
+    Call,
+    Carrier,
+    CarrierTransaction,
+    File,
+    FileDecision,
+    FileReversal,
+    OutboxEntry,
+    RejectedRow,
+)
 from cdrflow.errors import BadFileError, InputError
 from cdrflow.events import Event, EventType
 from cdrflow.runtime import Runtime
 from services.dedupe.compare import dates_as_text, first_difference, profile
 from services.dedupe.service import COMMANDS, RETRY, RETRYABLE, candidate_view, candidates_of
+from services.invoicer.credit import REVERSE, ReverseRefusedError, UnknownFileError, check_reversible
 from services.invoicer.overlap import OVERLAP_COMMANDS
 from services.invoicer.periods import month_period
 from services.parser.formats import carrier_format
+from services.rater.fees import fee_counts, fee_views
 
 Publish = Callable[[Topic, str, Event], bool]
 """Queues an event in the outbox; returns whether the broker acknowledged it already."""
 FILTERS = ("carrier", "kind", "status", "period", "direction", "channel")
 """Exact-match filters of ``GET /files``; ``month`` (the billing period, YYYY-MM) is the other one."""
 REJECTIONS_SHOWN = 200
+FEES_SHOWN = 500
 STAGE_OF = {"accepted": "parsing", "parsed": "rating"}
 """Where a file in each in-flight status is waiting: the stage that moves it next."""
 
@@ -135,10 +147,18 @@ def show_file(session: Session, file_id: str, runtime: Runtime) -> dict[str, Any
     view["rejections"] = [{"row": r.row, "reason": r.reason, "raw": r.raw} for r in rejections]
     view["rejections_total"] = session.scalar(select(func.count()).select_from(RejectedRow)
                                               .where(RejectedRow.file_id == file.id))
+    if file.kind == "sdr":  # its fixed-fee lines: whose, priced at what, or why not billed
+        view["fee_counts"] = fee_counts(session, file.id)
+        view["fees"] = fee_views(session, file.id, FEES_SHOWN)
+        view["fees_total"] = session.scalar(select(func.count()).select_from(CarrierTransaction)
+                                            .where(CarrierTransaction.file_id == file.id))
     decision = session.get(FileDecision, file.id)
     view["decision"] = None if decision is None else {
         "command": decision.command, "operator": decision.operator, "reason": decision.reason,
         "decided_at": decision.decided_at.isoformat()}
+    reversal = session.get(FileReversal, file.id)
+    view["reversal"] = None if reversal is None else {
+        "operator": reversal.operator, "reason": reversal.reason, "reversed_at": reversal.reversed_at.isoformat()}
     if candidates:
         view["comparisons"] = [compare(session, file, c, runtime) for c in candidates]
     return view
@@ -207,6 +227,16 @@ def check_overlap_command(session: Session, file_id: str, command: str) -> str |
     return "already" if file.overlap_policy == OVERLAP_COMMANDS[command] else None
 
 
+def check_reverse(session: Session, file_id: str) -> str | None:
+    """As ``check_command``, for reverse (``services.invoicer.credit.check_reversible``)."""
+    try:
+        return "already" if check_reversible(session, file_id) is None else None
+    except UnknownFileError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except ReverseRefusedError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
 def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
     def list_endpoint(request: Request) -> Response:
         with runtime.database.transaction() as session:
@@ -221,17 +251,21 @@ def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
 
     async def command_endpoint(request: Request) -> Response:
         file_id, command = request.path_params["file_id"], request.path_params["command"]
-        if command not in COMMANDS and command not in OVERLAP_COMMANDS and command != RETRY:
+        if command not in COMMANDS and command not in OVERLAP_COMMANDS and command not in (RETRY, REVERSE):
             raise HTTPException(404, f"no such file command {command!r}: use release, discard, retry, "
-                                     "bill-overlaps or skip-overlaps")
+                                     "bill-overlaps, skip-overlaps or reverse")
         body = await request.json() if await request.body() else {}
         if not isinstance(body, dict):
             raise InputError("the body of a file command is a JSON object such as {\"reason\": \"...\"}")
         reason = str(body.get("reason") or "").strip()
         operator = request.headers.get("x-operator", "operator")
+        if command == REVERSE and not reason:
+            raise InputError(f"reversing file {file_id} needs a reason (recorded with who and when)")
 
         def check() -> str | None:
             with runtime.database.transaction() as session:
+                if command == REVERSE:
+                    return check_reverse(session, file_id)
                 if command in OVERLAP_COMMANDS:
                     return check_overlap_command(session, file_id, command)
                 if command == RETRY:

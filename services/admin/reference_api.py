@@ -25,9 +25,10 @@ from cdrflow.errors import InputError
 from cdrflow.runtime import Runtime
 from services.rater.plan import Tariff
 from services.rater.ratesheet import RateSheetError
-from services.rater.recon import reconciliation
+from services.rater.recon import fee_reconciliation, reconciliation, recon_view
 from cdrflow.reference import ReferenceDataError
 from services.rater.reference import add_cli, load_customers_csv, load_rate_sheet, save_customer, save_tariff
+from services.scheduler.customers import set_billing_terms
 
 MAX_SHEET_BYTES = 200_000_000
 """A rate sheet is validated whole in memory; 200 MB is far beyond any real deck."""
@@ -59,6 +60,8 @@ def customer_view(customer: Customer) -> dict[str, Any]:
     return {
         "customer": customer.code, "name": customer.name, "tariff": customer.tariff,
         "billing_schedule": customer.billing_schedule, "billing_email": customer.billing_email,
+        "tax_code": customer.tax_code, "currency": customer.currency, "address": customer.address,
+        "payment_terms_days": customer.payment_terms_days,
         "clis": [{"kind": c.kind, "value": c.value, "carrier": c.carrier,
                   "effective_from": c.effective_from.isoformat() if c.effective_from else None,
                   "effective_to": c.effective_to.isoformat() if c.effective_to else None} for c in customer.clis],
@@ -80,9 +83,11 @@ def reference_routes(runtime: Runtime) -> list[Route]:
 
         def save() -> dict[str, Any]:
             with database.transaction() as session:
-                customer = save_customer(session, code, body["name"], body.get("tariff"),
-                                         billing_email=body.get("billing_email"),
-                                         billing_schedule=body.get("billing_schedule", "monthly"))
+                customer = save_customer(session, code, body["name"], body.get("tariff"))
+                set_billing_terms(session, customer, schedule=body.get("billing_schedule", "monthly"),
+                                  email=body.get("billing_email") or "", tax_code=body.get("tax_code"),
+                                  currency_code=body.get("currency"), address=body.get("address"),
+                                  terms_days=body.get("payment_terms_days"))
                 session.flush()
                 return customer_view(customer)
 
@@ -162,10 +167,7 @@ def reference_routes(runtime: Runtime) -> list[Route]:
 
     def recon(_: Request) -> Response:
         with database.transaction() as session:
-            groups = reconciliation(session)
-        return JSONResponse([{"status": g.status, "key": g.key, "carrier": g.carrier, "calls": g.calls,
-                              "seconds": g.seconds, "cost": f"{g.cost:f}", "reason": g.example_reason}
-                             for g in groups])
+            return JSONResponse(recon_view(reconciliation(session), fee_reconciliation(session)))
 
     return [
         Route("/customers", list_customers, methods=["GET"]),

@@ -127,10 +127,12 @@ class Dedupe:
         again changes nothing (a release re-announces the same file-accepted event, which the
         parser ignores once parsed); a command on a file that is not held is refused here as
         well as by the admin API, which answers the operator with the reason."""
-        event.require("command", "file_id")
-        command, file_id = event.data["command"], event.data["file_id"]
+        event.require("command")
+        command = event.data["command"]
         if command != RETRY and command not in COMMANDS:
-            return  # another service's command (the invoicer's bill-overlaps / skip-overlaps)
+            return  # another service's command (the invoicer's overlaps, reverse and credit: no file_id for credit)
+        event.require("file_id")
+        file_id = event.data["file_id"]
         file = session.get(File, file_id)
         if file is None:
             raise NotYetVisibleError(f"admin command {command} names file {file_id}, which is not in the database")

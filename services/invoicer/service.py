@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from decimal import Decimal
 
 import polars as pl
 from sqlalchemy import bindparam, func, or_, select, update
@@ -23,13 +22,13 @@ from cdrflow.batches import from_columns
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_to_outbox
 from cdrflow.callrecords import CALL_SCHEMA
-from cdrflow.db.models import Call, Charge, Customer, File, Invoice
+from cdrflow.db.models import Call, Customer, File, Invoice
 from cdrflow.errors import BadEventError, NotYetVisibleError
-from cdrflow.events import Event, EventType, event_id
+from cdrflow.events import Event
 from cdrflow.log import get_logger
-from cdrflow.money import format_money, from_micros
+from cdrflow.money import from_micros
 from cdrflow.runtime import Runtime
-from services.invoicer.invoice import CALL_CHARGES, InvoiceCall, call_charges_total, calls_csv
+from services.invoicer.billing import invoice_issued, issue_invoice
 from services.invoicer.ledger import CALL_COLUMNS, store_calls
 from services.invoicer.overlap import OVERLAP_COMMANDS, SKIP, overlap_summary
 from services.invoicer.periods import Period
@@ -136,8 +135,16 @@ class Invoicer:
 
     def on_admin_command(self, event: Event, session: Session) -> Iterator[Outgoing]:
         """bill-overlaps / skip-overlaps: the operator's choice for one file's overlapping calls.
-        Calls already invoiced stay as they are; the rest follow the choice. Repeats change nothing."""
-        event.require("command", "file_id")
+        Calls already invoiced stay as they are; the rest follow the choice. Repeats change nothing.
+        credit and reverse: ``services.invoicer.credit`` (a credit note; a file out of billing)."""
+        from services.invoicer import credit
+
+        event.require("command")
+        if event.data["command"] == credit.CREDIT:
+            return self._credit(event, session)
+        event.require("file_id")
+        if event.data["command"] == credit.REVERSE:
+            return self._reverse(event, session)
         policy = OVERLAP_COMMANDS.get(event.data["command"])
         if policy is None:
             return iter(())  # release and discard are the dedupe service's
@@ -153,59 +160,78 @@ class Invoicer:
                  operator=event.data.get("operator"), reason=event.data.get("reason"))
         return iter(())
 
+    def _credit(self, event: Event, session: Session) -> Iterator[Outgoing]:
+        """A credit note for the invoice, announced through the outbox with the state it records.
+        A repeat (the same command after a crash, or a second credit) finds the invoice credited
+        and changes nothing; the refusal says by which credit note."""
+        from services.invoicer import credit
+
+        event.require("invoice_number")
+        d = event.data
+        try:
+            done = credit.credit_invoice(session, d["invoice_number"], operator=d.get("operator") or "operator",
+                                         reason=d.get("reason") or "", now=datetime.now(UTC),
+                                         prefix=self.runtime.settings.credit_note_prefix)
+        except credit.CreditRefusedError as exc:
+            log.warning("admin_command_refused", command=credit.CREDIT, invoice=d["invoice_number"],
+                        command_id=event.id, error=str(exc))
+            return iter(())
+        issued = credit.credit_note_event(done, self.runtime.source)
+        add_to_outbox(session, topic_name(self.runtime.settings.namespace, Topic.CREDIT_NOTE_ISSUED),
+                      done.invoice.customer, issued)
+        log.info("credit_note_issued", credit_note=done.note.number, invoice=done.invoice.number,
+                 customer=done.invoice.customer, total=str(done.note.total), calls=done.calls,
+                 transactions=done.transactions, customer_charges=done.customer_charges, command_id=event.id)
+        return iter(())
+
+    def _reverse(self, event: Event, session: Session) -> Iterator[Outgoing]:
+        """The file leaves billing (``credit.reverse_file``); refused, with the reason, once any
+        of it is on an issued invoice. A repeat finds the file reversed and changes nothing."""
+        from services.invoicer import credit
+
+        d = event.data
+        if session.get(File, d["file_id"]) is None:
+            raise NotYetVisibleError(f"admin command reverse names file {d['file_id']}, which is not in the database")
+        try:
+            done = credit.reverse_file(session, d["file_id"], operator=d.get("operator") or "operator",
+                                       reason=d.get("reason") or "", command_id=event.id, now=datetime.now(UTC))
+        except credit.ReverseRefusedError as exc:
+            log.warning("admin_command_refused", command=credit.REVERSE, file_id=d["file_id"],
+                        command_id=event.id, error=str(exc))
+            return iter(())
+        if done is not None:
+            log.info("file_reversed", file_id=done.file_id, calls=done.calls, transactions=done.transactions,
+                     claims_handed_over=done.claims_handed_over, operator=d.get("operator"), reason=d.get("reason"))
+        return iter(())
+
     # --- billing runs ------------------------------------------------------------
 
     def on_run_closed(self, event: Event, session: Session) -> Iterator[Outgoing]:
         event.require("run_id", "customer", "period", "period_start", "period_end")
         d = event.data
         period = Period(date.fromisoformat(d["period_start"]), date.fromisoformat(d["period_end"]))
-        if session.get(Customer, d["customer"]) is None:
+        customer = session.get(Customer, d["customer"])
+        if customer is None:
             raise BadEventError(f"billing run {d['run_id']} names unknown customer {d['customer']!r}")
         existing = session.scalar(select(Invoice).where(
             Invoice.customer == d["customer"], Invoice.period_start == period.start, Invoice.period_end == period.end))
         if existing is not None:
             log.info("invoice_exists", customer=d["customer"], period=period.label, invoice=existing.number)
             return iter(())
-        self._issue(session, d["run_id"], d["customer"], period)
+        self._issue(session, d["run_id"], customer, period)
         return iter(())
 
-    def _issue(self, session: Session, run_id: str, customer: str, period: Period) -> None:
-        _, end_utc = period.utc_bounds(self.zone)
-        invoice = Invoice(run_id=run_id, customer=customer, period_start=period.start, period_end=period.end,
-                          issued_at=datetime.now(UTC), total=Decimal(0))
-        session.add(invoice)
-        session.flush()
-        invoice.number = f"INV-{invoice.id:06d}"
-        # Every outstanding rated call up to the period's end (late calls of earlier periods too),
-        # claimed for this invoice and read back in one statement: a call stored meanwhile is
-        # either claimed and counted, or left for the next run; never claimed and not counted.
-        claimed = session.execute(
-            update(Call).where(Call.customer == customer, Call.status == "rated", Call.set_aside.is_(False),
-                               Call.invoice_id.is_(None), Call.start < end_utc)
-            .values(invoice_id=invoice.id)
-            .returning(Call.file_id, Call.row, Call.carrier, Call.cli, Call.dialled, Call.start, Call.duration,
-                       Call.charge)
-        ).all()
-        calls = sorted((InvoiceCall(*c) for c in claimed), key=lambda c: (c.start, c.file_id, c.row))
-        total = call_charges_total(calls)
-        csv_file = self.runtime.store.put_bytes(calls_csv(calls, self.zone))
-        invoice.total, invoice.calls_csv = total, csv_file.fingerprint
-        session.add(Charge(invoice_id=invoice.id, description=CALL_CHARGES, quantity=len(calls), amount=total))
-        issued = Event(
-            type=EventType.INVOICE_ISSUED, source=self.runtime.source, subject=invoice.number,
-            id=event_id(EventType.INVOICE_ISSUED, customer, period.start, period.end),
-            data={
-                "invoice_number": invoice.number, "run_id": run_id, "customer": customer,
-                "period": period.label, "period_start": period.start.isoformat(),
-                "period_end": period.end.isoformat(), "issued_at": invoice.issued_at.isoformat(),
-                "total": format_money(total),
-                "charges": [{"description": CALL_CHARGES, "quantity": len(calls), "amount": format_money(total)}],
-                "calls_csv": csv_file.fingerprint,
-            },
-        )
-        add_to_outbox(session, topic_name(self.runtime.settings.namespace, Topic.INVOICE_ISSUED), customer, issued)
-        log.info("invoice_issued", invoice=invoice.number, customer=customer, period=period.label,
-                 calls=len(calls), total=format_money(total))
+    def _issue(self, session: Session, run_id: str, customer: Customer, period: Period) -> None:
+        """The invoice (``services.invoicer.billing``, in this handler's transaction) and its
+        invoice-issued event in the outbox, committed together: the event leaves only if the
+        invoice exists, and the relay publishes it after the commit."""
+        invoice = issue_invoice(session, run_id=run_id, customer=customer, period=period,
+                                settings=self.runtime.settings, store=self.runtime.store)
+        if invoice is None:
+            return
+        issued = invoice_issued(invoice, run_id=run_id, source=self.runtime.source)
+        add_to_outbox(session, topic_name(self.runtime.settings.namespace, Topic.INVOICE_ISSUED), customer.code,
+                      issued)
 
 
 def ledger_frame(d: dict, calls: pl.DataFrame) -> pl.DataFrame:

@@ -4,10 +4,14 @@ Batches are columns (``cdrflow.batches``) in and out; a call-rated batch keeps i
 record-parsed batch's key (file and batch), so one file's batches spread over partitions and
 invoicer instances as they did over raters.
 
-It writes nothing to the database (the invoicer keeps the calls ledger), so a crash can
-only repeat work. When reference data changes (a new version in the change log), it
-reloads its plan and re-rates the calls waiting in reconciliation that are not yet
-invoiced, sending them as ``rerate`` batches that the invoicer applies in place.
+It writes no calls (the invoicer keeps the calls ledger), so a crash can only repeat work.
+The summary of a fixed-fee (SDR) file is the exception: in the handler's transaction its
+carrier transactions become billing transactions, matched and priced (``services.rater.fees``;
+inserted only if absent, so a repeated summary adds nothing), before the summary goes on.
+When reference data changes (a new version in the change log), it reloads its plan,
+re-rates the calls waiting in reconciliation that are not yet invoiced, sending them as
+``rerate`` batches that the invoicer applies in place, and matches again the fees waiting
+in reconciliation, in place.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from sqlalchemy.orm import Session
 from cdrflow.bus import Outgoing, ServiceLoop, Topic, topic_name
 from cdrflow.batches import cut, from_columns, to_columns
 from cdrflow.callrecords import RECORD_SCHEMA
-from cdrflow.db.models import Call
+from cdrflow.db.models import Call, File
+from cdrflow.errors import NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.money import to_micros
 from cdrflow.reference import reference_version
 from cdrflow.runtime import Runtime
 from services.rater.engine import rate_calls
+from services.rater.fees import FeeSheetCache, bill_file, rematch_fees
 from services.rater.plan import RatingPlan
 from services.rater.reference import load_plan
 
@@ -59,12 +65,15 @@ class Rater:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.plans = PlanCache(runtime)
+        self.fee_sheets = FeeSheetCache(runtime.store)
         self.rerated_version: int | None = None
 
     def on_record_parsed(self, event: Event, session: Session) -> Iterator[Outgoing]:
         event.require("file_id", "part", "carrier", "direction")
         d = event.data
         if d["part"] == "summary":
+            if not d.get("batches"):  # no call batches: a fixed-fee (SDR) file, whose rows are stored
+                self._bill_fees(session, d["file_id"])
             yield self._outgoing(d["file_id"], "summary", d)
             return
         event.require("batch", "records")
@@ -80,6 +89,15 @@ class Rater:
             yield self._outgoing(d["file_id"], d["batch"] if len(pieces) == 1 else f"{d['batch']}.{n}",
                                  head | {"count": calls.height, "calls": to_columns(calls)}, key)
 
+    def _bill_fees(self, session: Session, file_id: str) -> None:
+        file = session.get(File, file_id)
+        if file is None:
+            raise NotYetVisibleError(f"record-parsed summary names file {file_id}, which is not in the database")
+        if file.kind != "sdr":
+            return
+        version, plan = self.plans.current(session)
+        bill_file(session, file, plan, self.fee_sheets.current(session, version), self.runtime.settings.zone)
+
     def _outgoing(self, file_id: str, part: object, data: dict, key: str | None = None) -> Outgoing:
         event = Event(type=EventType.CALL_RATED, source=self.runtime.source, subject=file_id,
                       id=event_id(EventType.CALL_RATED, file_id, part), data=data)
@@ -88,13 +106,15 @@ class Rater:
     # --- reconciliation --------------------------------------------------------------
 
     def rerate_reconciliation(self) -> int:
-        """Re-rate every call in reconciliation (not invoiced) once per reference version.
-        Returns how many calls were sent again."""
+        """Re-rate every call in reconciliation (not invoiced) once per reference version, and
+        match again the fees there (written in this transaction). Returns how many calls were
+        sent again."""
         with self.runtime.database.transaction() as session:
             version, plan = self.plans.current(session)
             if version == self.rerated_version:
                 return 0
             outgoing = list(self.rerate(session, plan, version))
+            rematch_fees(session, plan, self.fee_sheets.current(session, version), self.runtime.settings.zone)
         for out in outgoing:
             self.runtime.producer.send(topic_name(self.runtime.settings.namespace, out.topic), out.key, out.event)
         self.runtime.producer.flush()

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call
 from cdrflow.filestore import FileStore
-from cdrflow.money import from_micros
 from cdrflow.orchestrate import spawn_service
+from services.invoicer.tax import call_charges_line, totals
 from services.parser.api import parse_file
 from services.rater.engine import rate_calls
 from services.rater.reference import load_plan
@@ -34,13 +34,14 @@ def write_big_file(path) -> None:
 
 
 def clean_run_total(path, settings, database) -> Decimal:
-    """What the file must bill: the same engine and reference data, straight from the file."""
+    """What the file must bill: the same engine and reference data, straight from the file; the
+    calls' exact sum rounded once to the penny, plus 20% VAT rounded once (one Call Charges line)."""
     with database.transaction() as session:
         plan = load_plan(session, FileStore(settings.file_store_dir), settings.zone)
     total = 0
     for batch in parse_file(path, "generic-cdr", zone=settings.zone):
         total += rate_calls(batch.records, plan, carrier="gamma", direction="outbound")["charge"].sum()
-    return from_micros(total)
+    return Decimal(totals([call_charges_line(1, int(total))]).total_minor).scaleb(-2)
 
 
 def stored_calls(database) -> tuple[int, int]:

@@ -112,6 +112,9 @@ def test_a_dead_letter_is_replayed_once_after_its_cause_is_fixed(settings, datab
     added = cdrflow(settings, "customers", "add", "NEWCO", "--name", "New Co", "--tariff", "business",
                     "--cli", "+441632960077")
     assert added.returncode == 0, added.stderr
+    setup = cdrflow(settings, "charges", "add", "--customer", "NEWCO", "--description", "Installation",
+                    "--amount", "50.00", "--frequency", "once", "--start", "2026-10-15")
+    assert setup.returncode == 0, setup.stderr  # something to bill: a run with nothing makes no invoice
     replayed = cdrflow(settings, "dlq", "replay", str(letter.id), "--reason", "customer added")
     assert replayed.returncode == 0, replayed.stderr
 

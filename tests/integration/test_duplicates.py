@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+from decimal import Decimal
 
 from sqlalchemy import func, select
 
@@ -20,7 +21,7 @@ from services.invoicer import ledger
 from services.invoicer.service import Invoicer
 from services.parser.service import Parser
 from services.rater.service import Rater
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import UNSCHEDULED, wait_until
 
 CSV = (SAMPLES / "gamma-cdr-20261001.csv").read_bytes()
 
@@ -94,7 +95,8 @@ def test_a_gzipped_copy_is_held_and_its_release_parses_it_as_a_new_file(settings
     assert client.file(copy)["overlaps"] == "overlaps 7 call(s) of file(s) gamma-cdr-20261001.csv"
     client.close_run("ACME", "2026-10")
     [invoice] = wait_until("invoice", lambda: client.invoices())
-    assert (invoice["charges"][0]["quantity"], invoice["total"]) == (4, "0.2316")
+    # 0.2316 → 0.23 once; 20% VAT: 0.046 → 0.05
+    assert (invoice["charges"][0]["quantity"], Decimal(invoice["total"])) == (4, Decimal("0.28"))
 
 
 def test_two_files_with_the_same_call_stored_at_the_same_moment_by_two_invoicers_bill_it_once(settings, monkeypatch):
@@ -194,7 +196,7 @@ def test_one_file_by_upload_then_by_email_and_by_ftp_is_held_as_the_same_content
     (root / "daily").mkdir(parents=True)
     (root / "daily" / "gamma-cdr-20261001.csv").write_bytes(CSV)
     client = AdminClient(s.admin_url)
-    with ftp_server(root) as ftp_port, pipeline(s, log_dir=str(tmp_path)):
+    with ftp_server(root) as ftp_port, pipeline(s, log_dir=str(tmp_path), services=UNSCHEDULED):
         first = client.upload(SAMPLES / "gamma-cdr-20261001.csv", carrier="gamma", kind="cdr", period="daily",
                               direction="outbound")["file_id"]
         wait_until("upload rated", lambda: status_of(client, first) == "rated")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import orjson
 from sqlalchemy import func, select
@@ -50,7 +50,11 @@ def test_two_files_and_a_copy_give_one_held_copy_calls_once_and_exact_invoices(s
     client.close_run("BRISDENT", "2026-10")
     invoices = wait_until("two invoices", lambda: (lambda i: i if len(i) == 2 else None)(client.invoices()))
     totals = {i["customer"]: Decimal(i["total"]) for i in invoices}
-    assert totals == {"ACME": Decimal("0.3154"), "BRISDENT": Decimal("0.3113")}
+    # the calls' charges as the sample rate sheets price them, then the invoice's own arithmetic:
+    # Call Charges rounded once to the penny, VAT 20 % on the net rounded once (docs/billing.md)
+    calls = {"ACME": Decimal("0.3154"), "BRISDENT": Decimal("0.3113")}
+    net = {c: v.quantize(Decimal("0.01"), ROUND_HALF_UP) for c, v in calls.items()}
+    assert totals == {c: n + (n * Decimal("0.20")).quantize(Decimal("0.01"), ROUND_HALF_UP) for c, n in net.items()}
 
     issued = [orjson.loads(v) for v in read_topic(settings.bootstrap,
                                                    topic_name(settings.namespace, Topic.INVOICE_ISSUED), 2)]

@@ -56,4 +56,4 @@ def test_calls_carry_their_rating_and_reconciliation_is_rerated_after_a_fix(sett
 
     client.close_run("ACME", "2026-10")
     [invoice] = wait_until("invoice", lambda: client.invoices())
-    assert Decimal(invoice["total"]) == Decimal("0.245")  # 0.015 + 0.03 + 0.2
+    assert Decimal(invoice["total"]) == Decimal("0.30")  # 0.015 + 0.03 + 0.2 = 0.245 → 0.25; VAT 0.05

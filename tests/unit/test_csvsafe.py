@@ -109,7 +109,7 @@ def test_rate_output_quotes_a_formula_from_the_customers_file_and_keeps_numbers(
 
 
 def test_invoice_call_list_quotes_a_formula_and_keeps_a_credit_numeric():
-    call = InvoiceCall("f", 2, "gamma", EVIL, "+441632960002", datetime(2026, 10, 1, 8, tzinfo=UTC), 60,
+    call = InvoiceCall(datetime(2026, 10, 1, 8, tzinfo=UTC), EVIL, "+441632960002", "UK", "peak", 60, 60,
                        Decimal("-0.0150"))
     header, row = _cells(calls_csv([call], ZoneInfo("Europe/London")).decode())
-    assert row == ["f", "2", "gamma", "'" + EVIL, "+441632960002", "2026-10-01T09:00:00+01:00", "60", "-0.0150"]
+    assert row == ["2026-10-01", "09:00:00", "'" + EVIL, "+441632960002", "UK", "peak", "60", "60", "-0.0150"]

@@ -2,7 +2,7 @@
 matches its schema, repeats are no-ops, and the sample files give the known invoice."""
 
 import uuid
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import orjson
 import pytest
@@ -84,12 +84,18 @@ def test_sample_files_become_the_known_october_invoice(runtime):
         #        + 1 s UK peak 0.0003
         # btw:   240 s UK weekend 0.0200 + 75 s Ireland (78 s at 30/6: 0.0455 + 0.01) 0.0555
         #        + 100 s UK weekend 0.0083 (1 Nov excluded)
-        assert invoice.total == Decimal("0.3154")
-        assert invoice.charges[0].quantity == 7
+        charges = ["0.0313", "0.0400", "0.1600", "0.0003", "0.0200", "0.0555", "0.0083"]
+        exact = sum(map(Decimal, charges))  # 0.3154: rounded once, half up, to the penny
+        net = exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        vat = (net * Decimal("0.20")).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)  # ACME: standard rate
+        assert (net, vat) == (Decimal("0.32"), Decimal("0.06"))  # 20% of 32p is 6.4p
+        assert (invoice.net, invoice.tax, invoice.total) == (net, vat, net + vat)
+        [line] = invoice.charges
+        assert (line.description, line.quantity, line.amount, line.kind) == ("Call Charges", 7, net, "calls")
         [entry] = session.scalars(select(OutboxEntry)).all()
         issued = orjson.loads(entry.payload)
         validate_event(issued)
-        assert issued["data"]["total"] == "0.3154"
+        assert (issued["data"]["net"], issued["data"]["tax"], issued["data"]["total"]) == ("0.32", "0.06", "0.38")
         assert runtime.store.read_bytes(invoice.calls_csv).count(b"\n") == 8  # header + 7 calls
         statuses = dict(session.execute(select(File.original_name, File.status)).all())
         assert statuses == {"gamma-cdr-20261001.csv": "rated", "btw-cdr-20261002.csv": "rated",

@@ -6,7 +6,7 @@ import pytest
 
 from cdrflow.errors import InputError
 from services.dedupe.decision import Accepted, Held, decide
-from services.invoicer.invoice import InvoiceCall, call_charges_total, calls_csv
+from services.invoicer.invoice import InvoiceCall, calls_csv
 from services.invoicer.periods import month_period
 
 LONDON = ZoneInfo("Europe/London")
@@ -28,21 +28,15 @@ def test_a_bad_period_is_refused(label):
         month_period(label)
 
 
-def test_invoice_total_is_the_sum_of_rounded_call_charges():
-    t = datetime(2026, 10, 1, tzinfo=UTC)
-    calls = [InvoiceCall("f", n, "c", "1", "2", t, 1, Decimal("0.0003")) for n in range(3)]
-    assert call_charges_total(calls) == Decimal("0.0009")
-    assert call_charges_total([]) == Decimal(0)
-
-
-def test_calls_csv_lists_calls_in_time_order_in_the_operators_zone():
-    early = InvoiceCall("f", 3, "gamma", "441", "442", datetime(2026, 10, 1, 8, tzinfo=UTC), 60, Decimal("0.015"))
-    late = InvoiceCall("f", 2, "gamma", "441", "442", datetime(2026, 10, 2, 8, tzinfo=UTC), 60, Decimal("0.015"))
-    text = calls_csv([late, early], LONDON).decode()
+def test_calls_csv_shows_each_call_in_the_operators_zone_in_the_order_given():
+    summer = InvoiceCall(datetime(2026, 10, 1, 8, tzinfo=UTC), "441", "442", "UK Mobile", "peak", 61, 120,
+                         Decimal("0.040000"))
+    winter = InvoiceCall(datetime(2026, 11, 2, 8, tzinfo=UTC), "441", "33", None, None, 5, None, Decimal("0.123450"))
+    text = calls_csv([summer, winter], LONDON).decode()
     assert text.splitlines() == [
-        "file_id,row,carrier,cli,dialled,start,duration,charge",
-        "f,3,gamma,441,442,2026-10-01T09:00:00+01:00,60,0.0150",
-        "f,2,gamma,441,442,2026-10-02T09:00:00+01:00,60,0.0150",
+        "Date,Time,CLI,Dialled number,Destination,Band,Duration (s),Billable seconds,Charge",
+        "2026-10-01,09:00:00,441,442,UK Mobile,peak,61,120,0.0400",  # BST: UTC+1
+        "2026-11-02,08:00:00,441,33,,,5,,0.12345",  # GMT; a charge finer than 4 places keeps them
     ]
 
 

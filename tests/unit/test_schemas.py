@@ -35,10 +35,12 @@ def test_a_float_amount_is_refused_by_the_invoice_schema():
     doc = Event(type=EventType.INVOICE_ISSUED, source="cdrflow/invoicer", subject="INV-000001", data={
         "invoice_number": "INV-000001", "run_id": "6f1c1a52-9a53-4d55-9d7f-2c0f6f0f5a11", "customer": "A",
         "period": "2026-10", "period_start": "2026-10-01", "period_end": "2026-11-01",
-        "issued_at": "2026-11-01T00:00:00+00:00", "total": 0.3,
-        "charges": [{"description": "Call Charges", "quantity": 1, "amount": "0.3"}], "calls_csv": "0" * 64,
+        "currency": "GBP", "issued_at": "2026-11-01T00:00:00+00:00", "issued_on": "2026-11-01",
+        "due_on": "2026-12-01", "net": "0.30", "tax": "0.06", "total": 0.36,
+        "lines": [{"description": "Call Charges", "quantity": 1, "amount": "0.30", "tax_code": "standard",
+                   "kind": "calls"}], "calls_csv": "0" * 64,
     }).to_dict()
-    with pytest.raises(ValidationError, match="0.3 is not of type 'string'"):
+    with pytest.raises(ValidationError, match="0.36 is not of type 'string'"):
         validate_event(doc)
 
 

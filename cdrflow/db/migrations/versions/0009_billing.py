@@ -41,6 +41,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("covered_to", sa.Date(), nullable=True))
         batch.add_column(sa.Column("customer_charge_id", sa.Integer(), nullable=True))
 
+    op.create_index("ix_calls_invoice", "calls", ["invoice_id"], postgresql_where=sa.text("invoice_id IS NOT NULL"),
+                    sqlite_where=sa.text("invoice_id IS NOT NULL"))
     op.create_table(
         "number_sequences",
         sa.Column("name", sa.String(32), primary_key=True),
@@ -121,6 +123,14 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_billing_transactions_outstanding", "billing_transactions", ["customer", "status", "invoice_id"])
+    op.create_table(
+        "file_reversals",
+        sa.Column("file_id", sa.String(36), sa.ForeignKey("files.id"), primary_key=True),
+        sa.Column("operator", sa.String(200), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("command_id", sa.String(36), nullable=False),
+        sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=False),
+    )
     op.create_table(
         "invoice_deliveries",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),

@@ -1,0 +1,1 @@
+"""The sender: invoices and credit notes reach customers by email (docs/billing.md, "Email delivery")."""

@@ -61,17 +61,9 @@ class Parser:
 
     def on_file_accepted(self, event: Event, session: Session) -> Iterator[Outgoing]:
         event.require("file_id")
-        file = session.get(File, event.data["file_id"])
-        if file is None:
-            raise NotYetVisibleError(f"file-accepted names file {event.data['file_id']}, which is not in the database")
-        if file.status not in PARSEABLE:
-            return  # rated already (everything was announced), or not ours to parse
-        carrier = session.get(Carrier, file.carrier)
-        try:
-            definition, options = carrier_format(session, carrier, file.kind)
-        except BadFileError as exc:
-            self._fail(file, str(exc))
-            return
+        if (found := self._file_to_parse(session, event.data["file_id"], "file-accepted")) is None:
+            return  # rated already (everything was announced), not ours to parse, or no format
+        file, definition, options = found
         if definition.kind == "cdr" and (parts := self._plan(file)) is not None:
             # Shared out: each part is parsed by whichever instance takes it (nothing else changes
             # here: a repeat plans the same parts, and the parts' own repeats change nothing).
@@ -90,6 +82,22 @@ class Parser:
             yield RETRACT  # a file fails whole: none of its batches go on
             self._fail(file, str(exc))
 
+    def _file_to_parse(self, session: Session, file_id: str,
+                       what: str) -> tuple[File, FormatDefinition, dict[str, Any]] | None:
+        """The file, its carrier's format and options; None if it is past parsing, or failed here
+        for want of a format."""
+        file = session.get(File, file_id)
+        if file is None:
+            raise NotYetVisibleError(f"{what} names file {file_id}, which is not in the database")
+        if file.status not in PARSEABLE:
+            return None
+        try:
+            definition, options = carrier_format(session, session.get(Carrier, file.carrier), file.kind)
+        except BadFileError as exc:
+            self._fail(file, str(exc))
+            return None
+        return file, definition, options
+
     def _plan(self, file: File) -> list[FilePart] | None:
         if file.size <= self.part_bytes:
             return None
@@ -102,17 +110,9 @@ class Parser:
         counts; the part that completes the file judges it whole and sends the summary."""
         event.require("file_id", "part", "parts", "start", "end", "first_line", "lines")
         part, parts = FilePart.from_event(event.data), int(event.data["parts"])
-        file = session.get(File, event.data["file_id"])
-        if file is None:
-            raise NotYetVisibleError(f"file-part names file {event.data['file_id']}, which is not in the database")
-        if file.status not in PARSEABLE:
-            return  # failed by another part, or past parsing
-        carrier = session.get(Carrier, file.carrier)
-        try:
-            definition, options = carrier_format(session, carrier, file.kind)
-        except BadFileError as exc:
-            self._fail(file, str(exc))
-            return
+        if (found := self._file_to_parse(session, event.data["file_id"], "file-part")) is None:
+            return  # failed by another part, past parsing, or no format
+        file, definition, options = found
         base = {"file_id": file.id, "carrier": file.carrier, "direction": file.direction}
         lines = part.line_range
         session.execute(delete(RejectedRow).where(RejectedRow.file_id == file.id, RejectedRow.row >= lines.start,

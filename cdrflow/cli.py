@@ -199,14 +199,23 @@ def carriers() -> None:
 @carriers.command("add")
 @click.argument("code")
 @click.option("--name", required=True)
-@click.option("--format", "file_format", default="generic-cdr", show_default=True)
+@click.option("--format", "file_format", default=None,
+              help="the format of its CDR files (see 'cdrflow formats'); default: the built-in format named "
+                   "like the carrier (gamma, cucm, …), else generic-cdr; a carrier already added keeps its own")
 @click.pass_obj
-def carriers_add(settings: Settings, code: str, name: str, file_format: str) -> None:
-    from cdrflow.reference import add_carrier
+def carriers_add(settings: Settings, code: str, name: str, file_format: str | None) -> None:
+    """Add a carrier (or change its name and CDR format)."""
+    from services.parser.custom import save_carrier
 
     with open_database(settings).transaction() as session:
-        add_carrier(session, code, name, file_format)
-    click.echo(f"carrier {code} saved")
+        saved = save_carrier(session, code, name, file_format)
+    why = {"given": "", "named": " (the built-in format of that name)", "kept": " (as before)",
+           "default": " (the default)"}[saved.chosen]
+    click.echo(f"carrier {code} saved: its CDR files are read as {saved.file_format}{why}")
+    if saved.setting is not None and saved.setting != saved.file_format:
+        click.echo(f"  (its 'formats use' setting reads them as {saved.setting} instead)")
+    click.echo(f"  change it with 'cdrflow formats use {code} --kind cdr --format F' ('cdrflow formats' lists "
+               f"them; 'cdrflow formats detect FILE' suggests one); SDR files: --kind sdr")
 
 
 @carriers.command("rules")

@@ -18,7 +18,8 @@ def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--carrier", default=None, help="only this carrier's files")
 @click.option("--kind", type=click.Choice(["cdr", "sdr"]), default=None)
 @click.option("--status", default=None,
-              help="arriving, held, accepted, discarded, parsed, rated, information (SDR files not billed), failed")
+              help="arriving, arrived, held (or: potential-duplicate), accepted, discarded, parsed, rated, "
+                   "information (SDR files not billed), failed, reversed")
 @click.option("--month", default=None, metavar="YYYY-MM",
               help="billing period: files with calls (or fees) in that month; unparsed files by arrival")
 @click.option("--period", type=click.Choice(["daily", "monthly"]), default=None, help="daily or monthly files")
@@ -27,6 +28,10 @@ def files(ctx: click.Context, carrier: str | None, kind: str | None, status: str
           period: str | None) -> None:
     """List files (or: files show|release|discard|retry FILE_ID)."""
     if ctx.invoked_subcommand is None:
+        from cdrflow.filestatus import file_status
+
+        if status is not None:
+            status = file_status(status)
         for f in _admin(ctx).files(status, carrier=carrier, kind=kind, month=month, period=period):
             click.echo(f"{f['file_id']}  {f['status']:9} {f['carrier']:10} {f['kind']} {f['period']:7} "
                        f"{f['received_at'][:16]}  {f['original_name']}  {f['status_reason'] or ''}"

@@ -132,16 +132,24 @@ def _billing_terms(command):  # type: ignore[no-untyped-def]
 @click.pass_obj
 def customers_add(settings: Settings, code: str, name: str, tariff: str, cli_texts: tuple[str, ...],
                   **terms: str | int | None) -> None:
-    from services.rater.reference import add_cli, save_customer
+    from services.rater.reference import add_cli_with_warnings, save_customer
     from services.scheduler.customers import set_billing_terms
 
+    warnings: list[str] = []
     with open_database(settings).transaction() as session:
         customer = save_customer(session, code, name, tariff, billing_email=None)
         set_billing_terms(session, customer, **terms)  # type: ignore[arg-type]
         session.flush()
         for text in cli_texts:
-            add_cli(session, code, text)
+            warnings += add_cli_with_warnings(session, code, text).warnings
     click.echo(f"customer {code} saved with {len(cli_texts)} CLI(s)")
+    _echo_warnings(warnings)
+
+
+def _echo_warnings(warnings: list[str] | tuple[str, ...]) -> None:
+    """CLIs inside another customer's wider CLI (or holding a narrower one): stored, but said."""
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @customers.command("edit")
@@ -188,7 +196,9 @@ def customers_load(settings: Settings, path: Path) -> None:
     from services.rater.reference import load_customers
 
     with open_database(settings).transaction() as session:
-        click.echo(str(load_customers(session, path)))
+        loaded = load_customers(session, path)
+    click.echo(str(loaded))
+    _echo_warnings(loaded.warnings)
 
 
 @click.group()
@@ -207,13 +217,14 @@ def clis() -> None:
 def clis_add(settings: Settings, customer: str, cli: str, kind: str | None, carrier: str | None,
              effective_from, effective_to) -> None:  # type: ignore[no-untyped-def]
     """Add a CLI; calls waiting in reconciliation are re-rated by the rater."""
-    from services.rater.reference import add_cli
+    from services.rater.reference import add_cli_with_warnings
 
     with open_database(settings).transaction() as session:
-        row = add_cli(session, customer, cli, kind=kind, carrier=carrier,
-                      effective_from=effective_from.date() if effective_from else None,
-                      effective_to=effective_to.date() if effective_to else None)
-        click.echo(f"{row.kind} {row.value} added to {customer}")
+        added = add_cli_with_warnings(session, customer, cli, kind=kind, carrier=carrier,
+                                      effective_from=effective_from.date() if effective_from else None,
+                                      effective_to=effective_to.date() if effective_to else None)
+        click.echo(f"{added.row.kind} {added.row.value} added to {customer}")
+    _echo_warnings(added.warnings)
 
 
 @click.command()

@@ -40,6 +40,7 @@ from cdrflow.db.models import (
 )
 from cdrflow.errors import BadFileError, InputError
 from cdrflow.events import Event, EventType
+from cdrflow.filestatus import file_status
 from cdrflow.runtime import Runtime
 from services.dedupe.compare import dates_as_text, first_difference, profile
 from services.dedupe.service import COMMANDS, RETRY, RETRYABLE, candidate_view, candidates_of
@@ -86,6 +87,10 @@ def file_view(file: File, candidates: list[File] | None = None, stuck_after: tim
 
 
 def list_files(session: Session, query: dict[str, str], runtime: Runtime) -> list[dict[str, Any]]:
+    """Files matching the exact-match ``FILTERS`` and ``month``; ``status`` may be an operator's
+    word for one (``potential-duplicate``), and one that names no status is refused (422)."""
+    if query.get("status"):
+        query = query | {"status": file_status(query["status"])}
     stmt = select(File).order_by(File.received_at, File.id)
     for name in FILTERS:
         if value := query.get(name):

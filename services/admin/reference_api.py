@@ -27,7 +27,13 @@ from services.rater.plan import Tariff
 from services.rater.ratesheet import RateSheetError
 from services.rater.recon import fee_reconciliation, reconciliation, recon_view
 from cdrflow.reference import ReferenceDataError
-from services.rater.reference import add_cli, load_customers_csv, load_rate_sheet, save_customer, save_tariff
+from services.rater.reference import (
+    add_cli_with_warnings,
+    load_customers_csv,
+    load_rate_sheet,
+    save_customer,
+    save_tariff,
+)
 from services.scheduler.customers import set_billing_terms
 
 MAX_SHEET_BYTES = 200_000_000
@@ -100,9 +106,12 @@ def reference_routes(runtime: Runtime) -> list[Route]:
 
         def save() -> dict[str, Any]:
             with database.transaction() as session:
-                row = add_cli(session, code, body["cli"], kind=body.get("kind"), carrier=body.get("carrier"),
-                              effective_from=_date(body, "effective_from"), effective_to=_date(body, "effective_to"))
-                return {"customer": code, "kind": row.kind, "value": row.value, "carrier": row.carrier}
+                added = add_cli_with_warnings(session, code, body["cli"], kind=body.get("kind"),
+                                              carrier=body.get("carrier"), effective_from=_date(body, "effective_from"),
+                                              effective_to=_date(body, "effective_to"))
+                row = added.row
+                return {"customer": code, "kind": row.kind, "value": row.value, "carrier": row.carrier,
+                        "warnings": list(added.warnings)}
 
         return JSONResponse(await run_in_threadpool(save), status_code=201)
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from cdrflow.db.models import Carrier, CarrierFormat, FormatDefinitionRecord
 from cdrflow.errors import InputError, UnknownCarrierError
-from cdrflow.reference import record_change
+from cdrflow.reference import add_carrier, record_change
 from services.parser.definition import FormatDefinition, FormatDefinitionError, check_zone_name, definition_from_toml
 from services.parser.registry import builtin_formats
 
@@ -91,6 +91,68 @@ def list_formats(session: Session | None) -> list[FormatSummary]:
     return out
 
 
+class UnknownFormatError(InputError):
+    """A carrier was given a format the parser does not know (neither built-in nor saved)."""
+
+    def __init__(self, fmt: str, known: list[str]) -> None:
+        self.format, self.known = fmt, known
+        super().__init__(f"unknown file format {fmt!r} (known: {', '.join(known)}); a custom format is saved "
+                         "with 'cdrflow formats add FILE.toml', and 'cdrflow formats detect FILE' suggests one")
+
+
+def check_format(session: Session, fmt: str, kind: str, *, carrier: str = "CARRIER") -> None:
+    """``fmt`` is a known format (built-in or custom) that reads ``kind`` files; else
+    UnknownFormatError listing the known ones, or InputError saying which kind it reads."""
+    definition = builtin_formats().get(fmt)
+    record = None if definition else session.get(FormatDefinitionRecord, fmt)
+    found_kind = definition.kind if definition else (record.kind if record else None)
+    if found_kind is None:
+        raise UnknownFormatError(fmt, sorted(set(builtin_formats()) | set(session.scalars(
+            select(FormatDefinitionRecord.name)))))
+    if found_kind != kind:
+        raise InputError(f"{fmt!r} is a {found_kind} format: it can't read {kind} files (for {found_kind} files: "
+                         f"'cdrflow formats use {carrier} --kind {found_kind} --format {fmt}')")
+
+
+DEFAULT_CDR_FORMAT = "generic-cdr"
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierSaved:
+    """A carrier added or changed, and which format reads its CDR files and why: ``given``
+    (asked for), ``named`` (the built-in format of the carrier's own name, e.g. gamma),
+    ``kept`` (a carrier changed without a format keeps its own) or ``default``."""
+
+    code: str
+    file_format: str
+    chosen: str
+    setting: str | None  # the carrier's 'formats use' CDR setting, which reads its CDR files instead
+
+    @property
+    def cdr_format(self) -> str:
+        return self.setting or self.file_format
+
+
+def save_carrier(session: Session, code: str, name: str, fmt: str | None = None) -> CarrierSaved:
+    """Add or change a carrier (``cdrflow carriers add``). Its ``file_format`` reads its CDR files
+    unless a ``formats use`` setting says otherwise; a format given is checked first. Without one,
+    a new carrier whose code is a built-in CDR format's name (gamma, cucm, …) gets that format,
+    any other the default, and a carrier already there keeps its own."""
+    existing = session.get(Carrier, code)
+    if fmt is not None:
+        check_format(session, fmt, "cdr", carrier=code)
+        chosen = "given"
+    elif existing is not None:
+        fmt, chosen = existing.file_format, "kept"
+    elif (named := builtin_formats().get(code)) is not None and named.kind == "cdr":
+        fmt, chosen = code, "named"
+    else:
+        fmt, chosen = DEFAULT_CDR_FORMAT, "default"
+    add_carrier(session, code, name, fmt)
+    setting = session.get(CarrierFormat, (code, "cdr"))
+    return CarrierSaved(code, fmt, chosen, setting.format if setting else None)
+
+
 def set_carrier_format(session: Session, carrier: str, kind: str, fmt: str, *, zone: str | None = None,
                        max_reject_share: float | None = None) -> CarrierFormat:
     """Which format reads ``carrier``'s ``kind`` files, with its options (None: the format's own)."""
@@ -98,14 +160,7 @@ def set_carrier_format(session: Session, carrier: str, kind: str, fmt: str, *, z
         raise UnknownCarrierError(carrier)
     if kind not in KINDS:
         raise InputError(f"kind must be cdr or sdr, not {kind!r}")
-    definition = builtin_formats().get(fmt)
-    record = session.get(FormatDefinitionRecord, fmt)
-    found_kind = definition.kind if definition else (record.kind if record else None)
-    if found_kind is None:
-        known = sorted(set(builtin_formats()) | set(session.scalars(select(FormatDefinitionRecord.name))))
-        raise InputError(f"unknown file format {fmt!r} (known: {', '.join(known)})")
-    if found_kind != kind:
-        raise InputError(f"{fmt!r} is a {found_kind} format: it can't read {kind} files")
+    check_format(session, fmt, kind, carrier=carrier)
     if zone is not None:
         check_zone_name(zone, "zone")
     if max_reject_share is not None and not 0 <= max_reject_share <= 1:

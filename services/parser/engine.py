@@ -52,6 +52,15 @@ NUMBER_NOTE = " (an E.164 number has at most 15 digits)"
 OPTIONS = ("limits", "max_reject_share", "zone")
 
 
+class HeaderMismatchError(BadFileError):
+    """A file's header lacks columns its format needs: most likely the carrier's format is not
+    the one its files are written in. ``format_name`` is the format that was tried."""
+
+    def __init__(self, message: str, *, file: str | None, format_name: str) -> None:
+        self.format_name = format_name
+        super().__init__(message, file=file)
+
+
 @dataclass(frozen=True)
 class ParsedBatch:
     """Part of a file: ``records`` conform to RECORD_SCHEMA (CDR formats) or TRANSACTION_SCHEMA
@@ -258,8 +267,9 @@ class Engine:
             missing.append(str(d.rows.column))
         if missing:
             expected = ", ".join(dict.fromkeys(str(c) for s in d.fields.values() if not s.optional for c in s.columns))
-            raise BadFileError(f"line {header_line}: not a {d.name} file: header lacks {', '.join(dict.fromkeys(missing))} "
-                               f"(expected columns: {expected})", file=name)
+            raise HeaderMismatchError(f"line {header_line}: not a {d.name} file: header lacks "
+                                      f"{', '.join(dict.fromkeys(missing))} (expected columns: {expected})",
+                                      file=name, format_name=d.name)
         widths = d.widths or ((len(names),) if d.header else ())
         return _Layout(index=index, widths=widths, keep=sorted(set(index.values())))
 

@@ -28,14 +28,15 @@ from cdrflow.batches import cut, to_columns
 from cdrflow.callrecords import conform
 from cdrflow.db.models import Carrier, File, FilePartParsed, RejectedRow
 from cdrflow.db.upsert import insert_new
-from cdrflow.errors import BadFileError, NotYetVisibleError
+from cdrflow.errors import BadFileError, CdrflowError, NotYetVisibleError
 from cdrflow.events import Event, EventType, event_id
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
 from services.parser.api import ParseTotals, judge_parts, parse_part, parse_stream
 from services.parser.definition import FormatDefinition
-from services.parser.engine import ParsedBatch
+from services.parser.engine import HeaderMismatchError, ParsedBatch
 from services.parser.formats import carrier_format
+from services.parser.hints import format_hint
 from services.parser.parts import FilePart, plan_parts
 from services.parser.records import RejectedRow as RejectedRowRecord
 from services.parser.store import store_transactions
@@ -80,7 +81,7 @@ class Parser:
             yield from self._emit(session, file, definition, options)
         except BadFileError as exc:
             yield RETRACT  # a file fails whole: none of its batches go on
-            self._fail(file, str(exc))
+            self._fail(file, self._reason(session, file, exc))
 
     def _file_to_parse(self, session: Session, file_id: str,
                        what: str) -> tuple[File, FormatDefinition, dict[str, Any]] | None:
@@ -131,7 +132,7 @@ class Parser:
                         batch += 1
         except BadFileError as exc:
             yield RETRACT  # this part's batches stay back; the file fails, and is billed only when rated
-            self._fail(file, str(exc))
+            self._fail(file, self._reason(session, file, exc))
             return
         insert_new(session, FilePartParsed.__table__, [{  # a repeat finds its counts there already
             "file_id": file.id, "part": part.index, "parts": parts, "rows": totals.rows, "records": totals.records,
@@ -209,6 +210,17 @@ class Parser:
         event = Event(type=EventType.RECORD_PARSED, source=self.runtime.source, subject=file.id,
                       id=event_id(EventType.RECORD_PARSED, file.id, part), data=data)
         return Outgoing(Topic.RECORD_PARSED, key or file.id, event)
+
+    def _reason(self, session: Session, file: File, exc: BadFileError) -> str:
+        """Why the file failed; for a header that doesn't fit, with the format to set instead."""
+        if not isinstance(exc, HeaderMismatchError):
+            return str(exc)
+        try:
+            hint = format_hint(session, file, exc.format_name, self.runtime.store.path_of(file.fingerprint), self.zone)
+        except (CdrflowError, OSError) as hint_failed:  # the advice is extra: failing the file must not fail
+            log.warning("format_hint_failed", file_id=file.id, error=str(hint_failed))
+            hint = ""
+        return str(exc) + hint
 
     def _fail(self, file: File, reason: str) -> None:
         file.status, file.status_reason, file.updated_at = "failed", reason, datetime.now(UTC)

@@ -1,9 +1,19 @@
 """Which customer a call belongs to: CLIs as DDIs, DDI ranges, account codes and trunk codes.
 
 A CLI entry may be limited to one carrier and to effective dates (from inclusive, to
-exclusive). Precedence, most specific first: an exact DDI, an account or trunk code,
-the longest matching DDI prefix, a from–to DDI range; within each, an entry limited to
-the call's carrier beats a general one.
+exclusive). Precedence, most specific first:
+
+1. an exact DDI;
+2. an account or trunk code;
+3. the narrowest DDI prefix or range that holds the number: a prefix is as wide as the numbers
+   of the call's length it holds (``4416329600*`` holds 100 twelve-digit numbers), a range
+   ``FROM-TO`` is TO − FROM + 1 wide; of a prefix and a range as wide, the prefix;
+
+within each, an entry limited to the call's carrier beats a general one. So a DDI or a narrower
+range inside another customer's wider prefix or range is allowed (the operator is told, see
+``nested_claims``), and takes its calls; two entries one call could match with neither more
+specific (the same DDI, the same range, ranges that overlap without one holding the other)
+are refused (``CliClaims``).
 """
 
 from __future__ import annotations
@@ -87,7 +97,9 @@ class Claim:
 class CliClaims:
     """The CLIs held, indexed for the one conflict rule: two CLIs clash when they are of the same
     kind and carrier (none is a carrier of its own), their values are equal (ranges: their spans
-    overlap) and their effective dates overlap, for then one call could match two customers.
+    overlap and neither holds the other: the same span, or a partial overlap) and their effective
+    dates overlap, for then one call could match two customers with neither more specific. A
+    range strictly inside another is not a clash: the narrower one wins.
 
     Built from every stored CLI once per load, then each new CLI is checked and added in turn, so
     a load of n CLIs costs a dictionary look-up per CLI, not a scan of the stored ones."""
@@ -120,7 +132,8 @@ class CliClaims:
             spans = self._ranges.get(carrier, [])
             first = bisect.bisect_left(spans, (low - self._widest.get(carrier, 0),))
             last = bisect.bisect_right(spans, (high, float("inf")))
-            found = sorted((span for span in spans[first:last] if span[2] >= low), key=lambda span: span[1])
+            found = sorted((span for span in spans[first:last] if span[2] >= low
+                            and not _strictly_nested((low, high), (span[0], span[2]))), key=lambda span: span[1])
             candidates = [span[3] for span in found]
         else:
             candidates = self._by_value.get((entry.kind, carrier, entry.value), [])
@@ -129,7 +142,8 @@ class CliClaims:
     def check(self, entry: CliEntry, text: str) -> Claim | None:
         """None if ``entry`` is new; the claim it repeats if its customer holds it already (adding
         it again changes nothing). The first clash decides; one with another customer, or with
-        another range of the same customer, raises InputError naming the CLI it overlaps."""
+        another range of the same customer (the same span is a repeat), raises InputError naming
+        the CLI it overlaps."""
         for other in self.clashes(entry):
             if other.entry.customer == entry.customer and other.entry.value == entry.value:
                 return other
@@ -181,6 +195,11 @@ def check_claims(entries: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.Series
         else:
             held += 1
     return new | pl.Series([line in accepted for line in entries["line"]], dtype=pl.Boolean), held, problems
+
+
+def _strictly_nested(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """One span (low, high; inclusive) holds the other and they differ."""
+    return a != b and ((a[0] <= b[0] and b[1] <= a[1]) or (b[0] <= a[0] and a[1] <= b[1]))
 
 
 def dates_overlap(a: CliEntry, b: CliEntry) -> bool:
@@ -331,32 +350,47 @@ class CliDirectory:
         if self._codes.height and pending.height:
             take(pending.filter(pl.col("account_code").is_not_null())
                  .join(self._codes, left_on="account_code", right_on="value", how="inner"))
-        for length in self._prefix_lengths:
-            if not pending.height:
-                break
-            take(pending.with_columns(key=pl.col("match_key").str.slice(0, length))
-                 .join(self._prefixes.filter(pl.col("length") == length), left_on="key", right_on="value",
-                       how="inner"))
-        if self._ranges.height and pending.height:
-            numeric = pending.with_columns(n=pl.col("match_key").cast(pl.Int64, strict=False)) \
-                .filter(pl.col("n").is_not_null())
-            # Ranges don't overlap (checked when they are saved): the nearest range starting at
-            # or below the number is the only one that can hold it.
-            take(numeric.sort("n").join_asof(self._ranges, left_on="n", right_on="low", strategy="backward")
-                 .filter(pl.col("high").is_not_null() & (pl.col("n") <= pl.col("high"))))
+        if pending.height and (self._prefix_lengths or self._ranges.height):
+            take(self._number_hits(pending))
         if found:
             hits = pl.concat(found)
             who = who.scatter(hits["_i"], hits["who"])
         return who
 
 
+    def _number_hits(self, pending: pl.DataFrame) -> pl.DataFrame:
+        """Every prefix and range that holds a pending call's number, with its ``width`` (how many
+        numbers of the call's length it holds) and ``rank`` (prefix 0, range 1) for ``_best``.
+        Prefixes and ranges may nest, so all that hold a number are found, not the nearest."""
+        hits = []
+        for length in self._prefix_lengths:
+            hits.append(pending.with_columns(key=pl.col("match_key").str.slice(0, length))
+                        .join(self._prefixes.filter(pl.col("length") == length), left_on="key", right_on="value",
+                              how="inner")
+                        .with_columns(width=pl.lit(10.0).pow(pl.col("match_key").str.len_chars() - length),
+                                      rank=pl.lit(0))
+                        .select(*_HIT_COLUMNS))
+        if self._ranges.height:
+            numeric = pending.with_columns(n=pl.col("match_key").cast(pl.Int64, strict=False)) \
+                .filter(pl.col("n").is_not_null())
+            hits.append(numeric.join_where(self._ranges, pl.col("n") >= pl.col("low"), pl.col("n") <= pl.col("high"))
+                        .with_columns(width=(pl.col("high") - pl.col("low") + 1).cast(pl.Float64), rank=pl.lit(1))
+                        .select(*_HIT_COLUMNS))
+        return pl.concat(hits)
+
+
+_HIT_COLUMNS = ("_i", "who", "carrier", "effective_from", "effective_to", "day", "width", "rank")
+
+
 def _best(hits: pl.DataFrame, carrier: str) -> pl.DataFrame:
-    """Of the entries that claim a call, drop those not in effect or for another carrier;
-    prefer the carrier-specific one."""
+    """Of the entries that claim a call, drop those not in effect or for another carrier; of the
+    rest, the narrowest (``width``, then ``rank``, where the hits have them), then the
+    carrier-specific one."""
     live = hits.filter(
         (pl.col("carrier").is_null() | (pl.col("carrier") == carrier))
         & (pl.col("effective_from").is_null() | (pl.col("effective_from") <= pl.col("day")))
         & (pl.col("effective_to").is_null() | (pl.col("day") < pl.col("effective_to")))
     )
-    return live.sort(pl.col("carrier").is_null()).unique("_i", keep="first", maintain_order=False) \
+    order = [c for c in ("width", "rank") if c in live.columns] + [pl.col("carrier").is_null()]
+    return live.sort(order, maintain_order=True).unique("_i", keep="first", maintain_order=False) \
         .select("_i", "who")

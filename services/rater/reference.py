@@ -22,6 +22,7 @@ from cdrflow.db.models import Tariff as TariffRow
 from cdrflow.errors import InputError
 from cdrflow.filestore import FileStore
 from cdrflow.reference import ReferenceDataError, csv_columns, csv_rows, insert_columns, record_change
+from services.rater.cli_nesting import nested_claims
 from services.rater.clis import ENTRY_SCHEMA, Claim, CliClaims, CliEntry, check_claims, parse_cli, read_clis
 from services.rater.plan import RETAIL, WHOLESALE, RatingPlan, SheetKey, Tariff
 from services.rater.ratesheet import read_rate_sheet
@@ -93,8 +94,27 @@ def save_customer(session: Session, code: str, name: str, tariff: str | None, *,
 
 def add_cli(session: Session, customer: str, text: str, *, kind: str | None = None, carrier: str | None = None,
             effective_from: date | None = None, effective_to: date | None = None) -> CustomerCli:
-    """Add a CLI; a DDI another customer already holds (same carrier, overlapping dates) or a
-    range overlapping another range is refused, so a call can never match two customers."""
+    """``add_cli_with_warnings``'s CLI, for callers that show no warnings."""
+    return add_cli_with_warnings(session, customer, text, kind=kind, carrier=carrier, effective_from=effective_from,
+                                 effective_to=effective_to).row
+
+
+@dataclass(frozen=True)
+class CliAdded:
+    """A CLI stored (or held already), and what the operator should know about it: each other
+    customer's wider CLI it lies inside, or narrower one it holds (``nested_claims``)."""
+
+    row: CustomerCli
+    warnings: tuple[str, ...] = ()
+
+
+def add_cli_with_warnings(session: Session, customer: str, text: str, *, kind: str | None = None,
+                          carrier: str | None = None, effective_from: date | None = None,
+                          effective_to: date | None = None) -> CliAdded:
+    """Add a CLI; one that would let a call match two customers with neither more specific (a
+    DDI another customer holds, same carrier and overlapping dates; a range overlapping another
+    range without one holding the other) is refused. A CLI inside another customer's wider one
+    (or holding a narrower one) is added, with a warning naming that CLI and its customer."""
     if session.get(Customer, customer) is None:
         raise InputError(f"no customer {customer!r}")
     entry = parse_cli(customer, text, kind, carrier=carrier, effective_from=effective_from,
@@ -107,12 +127,16 @@ def add_cli(session: Session, customer: str, text: str, *, kind: str | None = No
     held = [Claim(_entry_of(row)) for row in candidates]
     repeated = CliClaims(held).check(entry, text)
     if repeated is not None:
-        return candidates[next(n for n, claim in enumerate(held) if claim is repeated)]
+        return CliAdded(candidates[next(n for n, claim in enumerate(held) if claim is repeated)])
+    session.flush()  # the CLIs added before this one in the session are among those it is checked against
+    new = pl.DataFrame([tuple(getattr(entry, n) for n in ENTRY_SCHEMA)], schema=ENTRY_SCHEMA, orient="row") \
+        .with_columns(line=pl.lit(None, pl.UInt32), cli=pl.lit(text))
+    warnings = tuple(message for _, message in nested_claims(new, _cli_table(session)))
     row = CustomerCli(customer_code=customer, kind=entry.kind, value=entry.value, carrier=entry.carrier,
                       effective_from=entry.effective_from, effective_to=entry.effective_to)
     session.add(row)
     record_change(session, "cli", f"{customer}/{entry.value}", "added", entry.kind)
-    return row
+    return CliAdded(row, warnings)
 
 
 def _entry_of(row: CustomerCli) -> CliEntry:
@@ -128,6 +152,9 @@ class CustomersLoaded:
     customers_changed: int
     clis_added: int
     clis_held: int  # lines whose customer holds that CLI already: loading them again changes nothing
+    warnings: tuple[str, ...] = ()
+    """"line N: …" for each new CLI inside another customer's wider one, or holding a narrower one
+    (``nested_claims``): loaded, and the most specific wins; not part of ``str()``."""
 
     def __str__(self) -> str:
         return (f"{self.customers} customer(s): {self.customers_added} new, {self.customers_changed} changed; "
@@ -172,11 +199,13 @@ def load_customers_csv(session: Session, content: bytes, *, source: str, country
         customers[code] = (name, tariff or None, email or None)
 
     entries, bad = read_clis(rows, country_code)
-    new, held, clashes = check_claims(entries, _cli_table(session))
+    stored_clis = _cli_table(session)
+    new, held, clashes = check_claims(entries, stored_clis)
     problems += bad + clashes
     if problems:
         raise ReferenceDataError(source, [f"line {line}: {message}" for line, message in sorted(problems)])
 
+    warnings = tuple(f"line {line}: {message}" for line, message in nested_claims(entries.filter(new), stored_clis))
     added = [code for code in customers if code not in stored]
     changed = [{"_code": code, "name": name, "tariff": tariff, "billing_email": email}
                for code, (name, tariff, email) in customers.items()
@@ -195,7 +224,7 @@ def load_customers_csv(session: Session, content: bytes, *, source: str, country
     for held_customer in [o for o in session.identity_map.values() if isinstance(o, Customer)]:
         if held_customer.code in customers:
             session.expire(held_customer, ["name", "tariff", "billing_email", "clis"])
-    loaded = CustomersLoaded(len(customers), len(added), len(changed), clis.height, held)
+    loaded = CustomersLoaded(len(customers), len(added), len(changed), clis.height, held, warnings)
     if added or changed or clis.height:
         record_change(session, "customer", source.rsplit("/", 1)[-1][:200], "loaded", str(loaded))
     return loaded

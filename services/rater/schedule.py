@@ -1,7 +1,8 @@
 """Peak time schedules: which band (peak, offpeak, weekend) a moment falls in.
 
 A schedule is a set of rules ``band,days,start,end`` in the operator's local time
-(end exclusive, ``24:00`` allowed), e.g. the UK default::
+(end exclusive, ``24:00`` allowed; an end of ``23:59`` is read as ``24:00``, the end of the day,
+as operators write it: "Monday to Sunday, 00:00 to 23:59" is the whole week), e.g. the UK default::
 
     peak,Mon-Fri,08:00,18:00
     offpeak,Mon-Fri,00:00,08:00
@@ -49,23 +50,37 @@ class ScheduleError(InputError):
         super().__init__(f"schedule {name!r}: " + "; ".join(problems))
 
 
+_DAY_NAMES = {name: n for n, names in enumerate((
+    ("mon", "monday"), ("tue", "tues", "tuesday"), ("wed", "weds", "wednesday"),
+    ("thu", "thur", "thurs", "thursday"), ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday"),
+)) for name in names}
+END_OF_DAY_AS_WRITTEN = MINUTES_PER_DAY - 1
+"""An end of 23:59 means the end of the day (24:00): nobody means to leave the last minute out."""
+
+
+def _day(name: str) -> int:
+    return _DAY_NAMES[name]  # KeyError: not a day's name
+
+
 def _days(spec: str) -> list[int]:
+    """``Mon-Fri``, ``Sat,Sun``, ``Monday to Sunday``, ``Fri-Mon`` (wrapping): weekday numbers."""
     out: list[int] = []
-    for part in spec.lower().replace(" ", "").split(","):
+    for part in re.sub(r"\s+to\s+", "-", spec.strip().lower()).replace(" ", "").split(","):
         if "-" in part:
             first, last = part.split("-", 1)
-            a, b = DAYS.index(first[:3]), DAYS.index(last[:3])
+            a, b = _day(first), _day(last)
             out.extend(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
         else:
-            out.append(DAYS.index(part[:3]))
+            out.append(_day(part))
     return out
 
 
-def _minute(text: str) -> int:
+def _minute(text: str, *, end: bool = False) -> int:
     match = _TIME.match(text.strip())
     if not match or int(match[2]) > 59 or int(match[1]) * 60 + int(match[2]) > MINUTES_PER_DAY:
         raise ValueError(f"time {text!r} is not HH:MM between 00:00 and 24:00")
-    return int(match[1]) * 60 + int(match[2])
+    minute = int(match[1]) * 60 + int(match[2])
+    return MINUTES_PER_DAY if end and minute == END_OF_DAY_AS_WRITTEN else minute
 
 
 def _parse_rule(band: str, days: str, start: str, end: str) -> tuple[int, list[int], int, int]:
@@ -73,12 +88,29 @@ def _parse_rule(band: str, days: str, start: str, end: str) -> tuple[int, list[i
         raise ValueError(f"band {band!r} is not one of {', '.join(BANDS)}")
     try:
         day_list = _days(days)
-    except ValueError:
-        raise ValueError(f"days {days!r} are not like Mon-Fri or Sat,Sun") from None
-    first, last = _minute(start), _minute(end)
+    except (KeyError, ValueError):
+        raise ValueError(f"days {days!r} are not like Mon-Fri, \"Sat,Sun\" or Monday to Sunday") from None
+    first, last = _minute(start), _minute(end, end=True)
     if last <= first:
         raise ValueError(f"end {end} is not after start {start}")
     return BANDS.index(band.lower()), day_list, first, last
+
+
+def _quote_hint(row: list[str]) -> str:
+    """A hint for a rule whose days were written with commas and no quotes (``Sat,Sun`` splits
+    into two fields): every field between the band and the two times is a day."""
+    days = [c.strip() for c in row[1:-2]]
+    if len(row) <= 4 or not all(c and _is_days(c) for c in days):
+        return ""
+    return f': days with commas go in quotes: "{",".join(days)}"'
+
+
+def _is_days(text: str) -> bool:
+    try:
+        _days(text)
+    except (KeyError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -99,7 +131,8 @@ class Schedule:
             if not row or not "".join(row).strip() or (line_no == 1 and row[0].strip().lower() == "band"):
                 continue
             if len(row) != 4:
-                problems.append(f"line {line_no}: expected band,days,start,end, found {len(row)} field(s)")
+                problems.append(f"line {line_no}: expected band,days,start,end, found {len(row)} field(s)"
+                                + _quote_hint(row))
                 continue
             band, days, start, end = (c.strip() for c in row)
             try:

@@ -318,7 +318,7 @@ def test_the_customers_file_loads_over_the_api_all_or_nothing(tmp_path):
         good = client.post("/customers/load?name=resellers.csv", content=HEADER + "ACME,Acme,business,+441632960001\n")
         assert good.status_code == 200
         assert good.json() == {"customers": 1, "customers_added": 1, "customers_changed": 0, "clis_added": 1,
-                               "clis_held": 0}
+                               "clis_held": 0, "warnings": []}
         [acme] = client.get("/customers").json()
         assert acme["clis"][0]["value"] == "441632960001"
     runtime.database.dispose()

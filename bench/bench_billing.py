@@ -16,12 +16,13 @@ bench_billing_<random>`` on the ``--database-url`` PostgreSQL server, dropped af
    every call with its row there: the arithmetic and the writes of the run as two set-based
    statements, committed. Then undone, not timed (the marks cleared; PostgreSQL ``VACUUM ANALYZE
    calls``, so the run does not wade through dead rows), so the run starts from the same state;
-3. timed, *close*: October closed for every customer through the scheduler's
-   ``services.scheduler.runs.close_run`` (a transaction per customer, as the scheduler's tick
-   does): a billing run row and a run-closed event in the outbox each;
-4. timed, *issue*: each run-closed event, decoded from the outbox's bytes as the invoicer would
-   receive it, handled by ``Invoicer.on_run_closed`` in a transaction of its own, as the service
-   loop runs it (without the broker): the invoice, its lines, net, VAT and total, its calls CSV in
+3. timed, *close*: October closed for every customer by one tick of the scheduler
+   (``Scheduler.tick``, ``TICK_CUSTOMERS`` customers to a transaction): a billing run row and a
+   run-closed event in the outbox each;
+4. timed, *issue*: the run-closed events, decoded from the outbox's bytes as the invoicer would
+   receive them, handed ``BATCH_SIZE`` at a time to ``Invoicer.on_runs_closed``, a transaction
+   per batch, as the service loop runs its batch handler (without the broker): each invoice, its
+   lines, net, VAT and total, its calls CSV in
    the file store, its gap-free number, its invoice-issued event in the outbox. The service's
    INFO logs go to a file in the temporary dir, as they cost what they cost in the service;
 5. checked, not timed: one invoice per customer, every call on one, one invoice-issued event
@@ -57,6 +58,7 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 from bench.benchdb import fresh_database  # noqa: E402
 from bench.machine import header  # noqa: E402
 from cdrflow.bus import Topic, topic_name  # noqa: E402
+from cdrflow.bus.consumer import BATCH_SIZE  # noqa: E402
 from cdrflow.db import Database  # noqa: E402
 from cdrflow.db.models import Call, Carrier, Charge, Customer, CustomerCharge, File, Invoice, OutboxEntry  # noqa: E402
 from cdrflow.events import Event  # noqa: E402
@@ -67,13 +69,14 @@ from services.invoicer.ledger import CALL_COLUMNS  # noqa: E402
 from services.invoicer.periods import Period  # noqa: E402
 from services.invoicer.render import invoice_pdf  # noqa: E402
 from services.invoicer.service import Invoicer  # noqa: E402
-from services.scheduler.runs import SCHEDULER, close_run  # noqa: E402
+from services.scheduler.runs import SCHEDULER  # noqa: E402
+from services.scheduler.service import TICK_CUSTOMERS, Scheduler  # noqa: E402
 
 GOAL_S = 30.0  # the run, 10,000 customers × 100 calls
 OCTOBER = Period(date(2026, 10, 1), date(2026, 11, 1))
 CLOSED_AT = datetime(2026, 11, 2, 9, tzinfo=UTC)
-"""When the runs are closed: after October has ended in the operator's zone (close_run refuses
-a period that has not ended), whatever this machine's clock says."""
+"""When the runs are closed: after October has ended in the operator's zone (the scheduler closes
+no period that has not ended), whatever this machine's clock says."""
 FIRST_CALL = datetime(2026, 10, 2, tzinfo=UTC)
 CALL_SPREAD_US = 27 * 86_400 * 1_000_000  # every call between 2 and 29 October (UTC)
 FILES = 10
@@ -233,17 +236,14 @@ def measure_floor(database: Database, end_utc: datetime) -> tuple[float, int]:
 
 
 def close_runs(runtime: Runtime, customers: int) -> tuple[float, list[bytes]]:
-    """October closed for each customer, a transaction each (the scheduler's way); seconds, and
-    the run-closed events as the outbox holds them (read back after the clock stops)."""
-    s = runtime.settings
+    """October closed for every customer by one tick of the scheduler (``Scheduler.tick``: its
+    customers ``TICK_CUSTOMERS`` to a transaction); seconds, and the run-closed events as the
+    outbox holds them (read back after the clock stops)."""
     started = time.perf_counter()
-    for n in range(customers):
-        with runtime.database.transaction() as session:
-            run = close_run(session, customer=customer_code(n), period=OCTOBER, closed_by=SCHEDULER, reason=None,
-                            source="cdrflow/scheduler", publisher=SCHEDULER, namespace=s.namespace, zone=s.zone,
-                            now=CLOSED_AT)
-            assert run.created, run
+    tick = Scheduler(runtime).tick(CLOSED_AT)
     seconds = time.perf_counter() - started
+    assert len(tick.closed) == customers and not tick.failed, (len(tick.closed), tick.failed[:3])
+    assert {run.period for run in tick.closed} == {OCTOBER}
     with runtime.database.transaction() as session:
         payloads = list(session.scalars(select(OutboxEntry.payload).where(OutboxEntry.publisher == SCHEDULER)
                                         .order_by(OutboxEntry.id)))
@@ -251,14 +251,15 @@ def close_runs(runtime: Runtime, customers: int) -> tuple[float, list[bytes]]:
 
 
 def issue_invoices(runtime: Runtime, payloads: list[bytes]) -> float:
-    """Each run-closed event decoded and handled in a transaction of its own, as the invoicer's
-    service loop does (steps 1 to 3 of ``ServiceLoop._checkpoint``; the handler yields nothing)."""
+    """The run-closed events decoded and handled ``BATCH_SIZE`` at a time, a transaction per
+    batch, as the invoicer's service loop hands them to its batch handler (the steps of
+    ``ServiceLoop._checkpoint_batch`` up to the commit; the handler yields nothing)."""
     invoicer = Invoicer(runtime)
     started = time.perf_counter()
-    for payload in payloads:
-        event = Event.from_bytes(payload)
+    for first in range(0, len(payloads), BATCH_SIZE):
+        events = [Event.from_bytes(payload) for payload in payloads[first:first + BATCH_SIZE]]
         with runtime.database.transaction() as session:
-            assert list(invoicer.on_run_closed(event, session)) == []
+            assert list(invoicer.on_runs_closed(events, session)) == []
     return time.perf_counter() - started
 
 
@@ -364,10 +365,10 @@ def main() -> int:
             say(f"floor: one INSERT … SELECT customer, count(*), sum(charge) … GROUP BY customer and one UPDATE "
                 f"marking the {marked:,} calls, one transaction: {floor_s:.2f} s")
             close_s, payloads = close_runs(runtime, n)
-            say(f"close: {n:,} billing runs (close_run, a transaction each): {close_s:7.2f} s "
+            say(f"close: {n:,} billing runs (Scheduler.tick, {TICK_CUSTOMERS} to a transaction): {close_s:7.2f} s "
                 f"{n / close_s:8,.0f} runs/s")
             issue_s = issue_invoices(runtime, payloads)
-            say(f"issue: {n:,} invoices (on_run_closed, a transaction each): {issue_s:7.2f} s "
+            say(f"issue: {n:,} invoices (on_runs_closed, {BATCH_SIZE} to a transaction): {issue_s:7.2f} s "
                 f"{n / issue_s:8,.0f} invoices/s {total_calls / issue_s:10,.0f} calls/s {issue_s / floor_s:6.1f}× floor")
             run_s = close_s + issue_s
             goal = ""

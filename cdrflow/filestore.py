@@ -16,7 +16,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -62,6 +62,32 @@ class FileStore:
 
     def put_bytes(self, data: bytes) -> StoredFile:
         return self.put_chunks([data])
+
+    def put_many(self, contents: Sequence[bytes]) -> list[StoredFile]:
+        """Store each content, in order, as ``put_bytes`` would, with two ``sync`` calls for
+        all of them instead of two fsyncs each: every file written to its temporary name,
+        then one sync (their bytes are on disk), every one renamed into place, then one
+        sync (their names are). Same guarantee: an address appears only once its content is
+        complete and durable. A billing run stores its calls CSVs this way, a few hundred
+        at a time; one fsync'd file is about 2–4 ms here, so ten thousand would take 30 s."""
+        if len(contents) <= 1:
+            return [self.put_bytes(data) for data in contents]
+        writers = [self._begin() for _ in contents]
+        try:
+            for writer, data in zip(writers, contents, strict=True):
+                writer.write(data)
+                writer.close_data(durable=False)
+            self._sync()
+            stored = [writer.place(durable=False) for writer in writers]
+            self._sync()
+            return stored
+        finally:
+            for writer in writers:
+                writer.abort()
+
+    def _sync(self) -> None:
+        """Everything written so far on disk (``sync(2)``: the store's file system among them)."""
+        os.sync()
 
     def put_stream(self, stream: BinaryIO) -> StoredFile:
         return self.put_chunks(iter(lambda: stream.read(CHUNK), b""))
@@ -157,21 +183,34 @@ class _Writer:
         """fsync, then rename into place: the address is only visible once complete.
 
         An empty file is refused: a carrier file with no bytes is never a billing file."""
+        self.close_data(durable=True)
+        return self.place(durable=True)
+
+    def close_data(self, *, durable: bool) -> None:
+        """The content complete and closed (fsync'd if ``durable``; else the caller syncs)."""
         if self._size == 0:
             raise BadFileError("file is empty (0 bytes)")
         try:
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if durable:
+                os.fsync(self._fh.fileno())
             self._fh.close()
+        except OSError as exc:
+            raise FileStoreError(f"file store at {self._store.root} failed to write: {exc}") from exc
+
+    def place(self, *, durable: bool) -> StoredFile:
+        """Rename the closed content to its address (its directory fsync'd if ``durable``)."""
+        try:
             stored = StoredFile(self._hash.hexdigest(), self._size)
             final = self._store.path_of(stored.fingerprint)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, final)
-            dir_fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            if durable:
+                dir_fd = os.open(final.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         except OSError as exc:
             raise FileStoreError(f"file store at {self._store.root} failed to write: {exc}") from exc
         self._done = True

@@ -71,6 +71,16 @@ Handlers must be idempotent and deterministic given committed state: the same
 message may arrive again after a crash at any step, and must then yield the same
 events with the same ids (nothing it yielded before may be assumed published)."""
 
+BatchHandler = Callable[[list[Event], Session], Iterable["Outgoing | _Retract"]]
+"""Handles several events of one topic inside one database transaction, as if each had been
+handled alone in the order given (the same contract as ``Handler``). The loop hands it the
+messages of its topic that are already fetched, up to ``batch_size``; when the batch fails
+for a reason that is a message's fault, each message is handled alone (``[event]``), so only
+the guilty one is dead-lettered. A ``RETRACT`` takes back everything the batch yielded."""
+
+BATCH_SIZE = 200
+"""Most messages handed to a batch handler at once (each is one billing run for the invoicer)."""
+
 
 class _Stop(Exception):
     """The service was told to stop in the middle of a message; it repeats after the restart."""
@@ -87,6 +97,8 @@ class ServiceLoop:
         bootstrap: str,
         database: Database,
         handlers: dict[Topic, Handler],
+        batch_handlers: dict[Topic, BatchHandler] | None = None,
+        batch_size: int = BATCH_SIZE,
         producer: EventProducer | None = None,
         on_idle: Callable[[], None] | None = None,
         poll_timeout: float = 0.5,
@@ -99,7 +111,11 @@ class ServiceLoop:
         self.on_idle = on_idle
         self.poll_timeout = poll_timeout
         self.visibility_timeout = visibility_timeout
-        self._handlers = {topic_name(namespace, t): (t, h) for t, h in handlers.items()}
+        self.batch_size = batch_size
+        batch_handlers = batch_handlers or {}
+        self._batches = {topic_name(namespace, t): h for t, h in batch_handlers.items()}
+        self._handlers = {topic_name(namespace, t): (t, h) for t, h in handlers.items()} | {
+            topic_name(namespace, t): (t, _one_at_a_time(h)) for t, h in batch_handlers.items()}
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -146,13 +162,98 @@ class ServiceLoop:
                 if msg.error():
                     self._on_consumer_error(msg.error())
                     continue
-                self._process_with_retry(msg)
+                if msg.topic() in self._batches:
+                    self._process_batches([msg, *self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)])
+                else:
+                    self._process_with_retry(msg)
                 self._idle()
         finally:
             self._close()
             log.info("service_stopped")
 
     # --- one message ---------------------------------------------------------
+
+    def _process_batches(self, messages: list[Message]) -> None:
+        """Messages fetched together, in the order fetched (each partition's order kept): each
+        run of consecutive messages of one batch topic handled as one batch, anything else alone."""
+        run: list[Message] = []
+        for msg in messages:
+            if run and msg.topic() != run[0].topic():
+                self._process_batch_with_retry(run)
+                run = []
+            if msg.error():
+                self._on_consumer_error(msg.error())
+            elif msg.topic() in self._batches:
+                run.append(msg)
+            else:
+                self._process_with_retry(msg)
+            if self.stopping:
+                return
+        if run:
+            self._process_batch_with_retry(run)
+
+    def _process_batch_with_retry(self, messages: list[Message]) -> None:
+        """A batch, retried like one message on infrastructure failures. A batch that fails for
+        any other reason, an event not yet visible included, is handled again one message at a
+        time, so each message meets its own fate (dead letter, visibility wait) alone."""
+        if len(messages) == 1:
+            self._process_with_retry(messages[0])
+            return
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                self._checkpoint_batch(messages)
+                return
+            except _Stop:
+                return
+            except InfrastructureError as exc:
+                self._log_retry(messages[0], exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - a message's fault, or one not yet visible: find which
+                log.info("batch_split", topic=messages[0].topic(), messages=len(messages),
+                         error_type=type(exc).__name__, error=str(exc)[:300])
+                for msg in messages:
+                    self._process_with_retry(msg)
+                    if self.stopping:
+                        return
+                return
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _checkpoint_batch(self, messages: list[Message]) -> None:
+        """``_checkpoint``'s steps for several messages of one topic: every event decoded, one
+        transaction for all, commit, publish and flush, then every offset stored. An
+        undecodable message raises, and the batch is taken apart by the caller."""
+        handler = self._batches[messages[0].topic()]
+        events = [Event.from_bytes(msg.value()) for msg in messages]
+        spool = Spool()
+        try:
+            with self.database.transaction() as session:
+                self._spool(handler(events, session), spool)
+            for name, key, payload in spool:
+                self.producer.send_raw(name, key, payload)
+            self.producer.flush(stopping=lambda: self.stopping)
+        except (InfrastructureError, _Stop):
+            if self.stopping:
+                raise _Stop from None
+            raise
+        finally:
+            spool.close()
+        for msg in messages:
+            self._consumer.store_offsets(message=msg)
+
+    def _spool(self, outgoing: Iterable[Outgoing | _Retract], spool: Spool) -> None:
+        """Hold each event a handler yields (checked against the broker's size limit) in
+        ``spool`` until the commit; a ``RETRACT`` empties it."""
+        for out in outgoing:
+            if out is RETRACT:
+                spool.close()
+                continue
+            assert isinstance(out, Outgoing)
+            payload = out.event.to_bytes()
+            self.producer.check_size(payload, topic_name(self.namespace, out.topic))
+            spool.add(topic_name(self.namespace, out.topic), out.key, payload)
+            if self.stopping:
+                raise _Stop
 
     def _process_with_retry(self, msg: Message) -> None:
         """Infrastructure failures (database, broker, file store) are retried with backoff,
@@ -210,17 +311,7 @@ class ServiceLoop:
             try:
                 event = Event.from_bytes(msg.value())  # 1
                 with self.database.transaction() as session:  # 2, then 3 on leaving the block
-                    for out in handler(event, session):
-                        if out is RETRACT:
-                            spool.close()
-                            spool = Spool()
-                            continue
-                        assert isinstance(out, Outgoing)
-                        payload = out.event.to_bytes()
-                        self.producer.check_size(payload, topic_name(self.namespace, out.topic))
-                        spool.add(topic_name(self.namespace, out.topic), out.key, payload)
-                        if self.stopping:
-                            raise _Stop
+                    self._spool(handler(event, session), spool)
                 for name, key, payload in spool:  # 4
                     self.producer.send_raw(name, key, payload)
                 self.producer.flush(stopping=lambda: self.stopping)
@@ -289,3 +380,8 @@ class ServiceLoop:
         closer.join(STOP_GRACE_S - 1)
         if closer.is_alive():
             log.warning("consumer_close_abandoned", reason="broker unreachable", after_s=STOP_GRACE_S - 1)
+
+
+def _one_at_a_time(handler: BatchHandler) -> Handler:
+    """A batch handler as the handler of one event (a batch taken apart, a lone message)."""
+    return lambda event, session: handler([event], session)

@@ -47,7 +47,9 @@ class Spool:
             yield body[:lt].decode(), body[lt:lt + lk].decode(), body[lt + lk:]
 
     def close(self) -> None:
+        """Drop everything held (the spool can be filled again: a handler's RETRACT)."""
         self._memory.clear()
+        self._held = self.count = 0
         if self._disk is not None:
             self._disk.close()
             self._disk = None

@@ -28,7 +28,7 @@ from cdrflow.events import Event
 from cdrflow.log import get_logger
 from cdrflow.money import from_micros
 from cdrflow.runtime import Runtime
-from services.invoicer.billing import invoice_issued, issue_invoice
+from services.invoicer.billing import Run, invoice_issued, issue_invoices
 from services.invoicer.ledger import CALL_COLUMNS, store_calls
 from services.invoicer.overlap import OVERLAP_COMMANDS, SKIP, overlap_summary
 from services.invoicer.periods import Period
@@ -207,31 +207,48 @@ class Invoicer:
     # --- billing runs ------------------------------------------------------------
 
     def on_run_closed(self, event: Event, session: Session) -> Iterator[Outgoing]:
-        event.require("run_id", "customer", "period", "period_start", "period_end")
-        d = event.data
-        period = Period(date.fromisoformat(d["period_start"]), date.fromisoformat(d["period_end"]))
-        customer = session.get(Customer, d["customer"])
-        if customer is None:
-            raise BadEventError(f"billing run {d['run_id']} names unknown customer {d['customer']!r}")
-        existing = session.scalar(select(Invoice).where(
-            Invoice.customer == d["customer"], Invoice.period_start == period.start, Invoice.period_end == period.end))
-        if existing is not None:
-            log.info("invoice_exists", customer=d["customer"], period=period.label, invoice=existing.number)
-            return iter(())
-        self._issue(session, d["run_id"], customer, period)
+        return self.on_runs_closed([event], session)
+
+    def on_runs_closed(self, events: list[Event], session: Session) -> Iterator[Outgoing]:
+        """Billing runs closed (a batch the service loop hands over, in the order consumed): an
+        invoice for each run not yet invoiced, issued together (``billing.issue_invoices``),
+        each with its invoice-issued event in the outbox, all in this one transaction. A run
+        whose customer and period have an invoice already (a repeat, or a run issued before a
+        crash) makes nothing new; the same run twice in one batch is issued once."""
+        wanted: dict[tuple[str, date, date], dict] = {}
+        for event in events:
+            event.require("run_id", "customer", "period", "period_start", "period_end")
+            d = event.data
+            wanted.setdefault((d["customer"], date.fromisoformat(d["period_start"]),
+                               date.fromisoformat(d["period_end"])), d)
+        codes = sorted({code for code, _, _ in wanted})
+        customers = {c.code: c for c in session.scalars(select(Customer).where(Customer.code.in_(codes)))}
+        existing = {(c, start, end): number for c, start, end, number in session.execute(
+            select(Invoice.customer, Invoice.period_start, Invoice.period_end, Invoice.number)
+            .where(Invoice.customer.in_(codes)))}
+        runs: list[Run] = []
+        for key, d in wanted.items():
+            if key in existing:
+                log.info("invoice_exists", customer=d["customer"], period=d["period"], invoice=existing[key])
+                continue
+            customer = customers.get(d["customer"])
+            if customer is None:
+                raise BadEventError(f"billing run {d['run_id']} names unknown customer {d['customer']!r}")
+            runs.append(Run(d["run_id"], customer, Period(key[1], key[2])))
+        if runs:
+            self._issue(session, runs)
         return iter(())
 
-    def _issue(self, session: Session, run_id: str, customer: Customer, period: Period) -> None:
-        """The invoice (``services.invoicer.billing``, in this handler's transaction) and its
-        invoice-issued event in the outbox, committed together: the event leaves only if the
+    def _issue(self, session: Session, runs: list[Run]) -> None:
+        """The invoices (``services.invoicer.billing``, in this handler's transaction) and their
+        invoice-issued events in the outbox, committed together: an event leaves only if its
         invoice exists, and the relay publishes it after the commit."""
-        invoice = issue_invoice(session, run_id=run_id, customer=customer, period=period,
-                                settings=self.runtime.settings, store=self.runtime.store)
-        if invoice is None:
-            return
-        issued = invoice_issued(invoice, run_id=run_id, source=self.runtime.source)
-        add_to_outbox(session, topic_name(self.runtime.settings.namespace, Topic.INVOICE_ISSUED), customer.code,
-                      issued)
+        invoices = issue_invoices(session, runs, settings=self.runtime.settings, store=self.runtime.store)
+        topic = topic_name(self.runtime.settings.namespace, Topic.INVOICE_ISSUED)
+        for run, invoice in zip(runs, invoices, strict=True):
+            if invoice is not None:
+                add_to_outbox(session, topic, run.customer.code,
+                              invoice_issued(invoice, run_id=run.run_id, source=self.runtime.source))
 
 
 def ledger_frame(d: dict, calls: pl.DataFrame) -> pl.DataFrame:
@@ -249,7 +266,7 @@ def build_loop(runtime: Runtime) -> ServiceLoop:
         service="invoicer", namespace=s.namespace, bootstrap=s.bootstrap, database=runtime.database,
         visibility_timeout=s.visibility_timeout_seconds,
         producer=runtime.producer,
-        handlers={Topic.CALL_RATED: invoicer.on_call_rated, Topic.RUN_CLOSED: invoicer.on_run_closed,
-                  Topic.ADMIN_COMMANDS: invoicer.on_admin_command},
+        handlers={Topic.CALL_RATED: invoicer.on_call_rated, Topic.ADMIN_COMMANDS: invoicer.on_admin_command},
+        batch_handlers={Topic.RUN_CLOSED: invoicer.on_runs_closed},
         on_idle=relay.publish_pending,
     )

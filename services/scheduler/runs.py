@@ -16,6 +16,7 @@ runs through ``close_run`` alone, so both obey the same rules:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from cdrflow.bus import Topic, topic_name
 from cdrflow.bus.outbox import add_to_outbox
 from cdrflow.db.models import BillingRun, Call, Customer, Invoice
-from cdrflow.db.upsert import insert_new
+from cdrflow.db.upsert import insert_new_returning
 from cdrflow.errors import InputError
 from cdrflow.events import Event, EventType, event_id
 from services.invoicer.periods import BillingSchedule, Period, closable_periods, parse_period
@@ -121,20 +122,38 @@ def close_run(session: Session, *, customer: str, period: Period, closed_by: str
         if reason is None:
             raise PeriodNotEndedError(f"{customer} {period.label} has not ended: --force needs a --reason, "
                                       "which is recorded on the billing run")
-    existing = _existing(session, customer, period)
-    if existing is not None:
-        return existing
-    run_id = str(uuid.uuid4())
-    inserted = insert_new(session, BillingRun.__table__, [{
-        "id": run_id, "customer": customer, "period_start": period.start, "period_end": period.end,
-        "closed_at": now, "closed_by": closed_by, "reason": reason}], ("customer", "period_start", "period_end"))
-    if not inserted:  # closed by another scheduler or operator between our look and our insert
-        existing = _existing(session, customer, period)
-        assert existing is not None, f"billing run {customer} {period.label} conflicted but is not there"
-        return existing
-    event = run_closed_event(run_id, customer, period, closed_by, reason, source)
-    add_to_outbox(session, topic_name(namespace, Topic.RUN_CLOSED), customer, event, publisher=publisher)
-    return RunClosed(True, run_id, customer, period, closed_by, now, reason, event_id=event.id)
+    return open_runs(session, [(customer, period)], closed_by=closed_by, reason=reason, source=source,
+                     publisher=publisher, namespace=namespace, now=now)[0]
+
+
+def open_runs(session: Session, wanted: Sequence[tuple[str, Period]], *, closed_by: str, reason: str | None,
+              source: str, publisher: str, namespace: str, now: datetime) -> list[RunClosed]:
+    """Steps 3 and 4 of the module docstring for each (customer, period), checked already by
+    the caller, with one statement each for all of them: the runs absent inserted (the unique
+    key deciding), a run-closed event queued for each inserted, the existing run returned
+    for each of the others. In the order of ``wanted``; a pair given twice is closed once."""
+    invoiced = {(c, Period(start, end)) for c, start, end in session.execute(  # before runs were recorded
+        select(Invoice.customer, Invoice.period_start, Invoice.period_end)
+        .where(Invoice.customer.in_({customer for customer, _ in wanted}), Invoice.number.is_not(None)))}
+    ids = {pair: str(uuid.uuid4()) for pair in wanted if pair not in invoiced}
+    rows = [{"id": run_id, "customer": customer, "period_start": period.start, "period_end": period.end,
+             "closed_at": now, "closed_by": closed_by, "reason": reason} for (customer, period), run_id in ids.items()]
+    made = set(insert_new_returning(session, BillingRun.__table__, rows, ("customer", "period_start", "period_end"),
+                                    BillingRun.__table__.c.id))
+    topic = topic_name(namespace, Topic.RUN_CLOSED)
+    closed: dict[tuple[str, Period], RunClosed] = {}
+    for (customer, period), run_id in ids.items():
+        if run_id in made:
+            event = run_closed_event(run_id, customer, period, closed_by, reason, source)
+            add_to_outbox(session, topic, customer, event, publisher=publisher)
+            closed[(customer, period)] = RunClosed(True, run_id, customer, period, closed_by, now, reason,
+                                                   event_id=event.id)
+    for pair in wanted:
+        if pair not in closed:  # closed before, or by another scheduler or operator meanwhile
+            existing = _existing(session, *pair)
+            assert existing is not None, f"billing run {pair[0]} {pair[1].label} conflicted but is not there"
+            closed[pair] = existing
+    return [closed[pair] for pair in wanted]
 
 
 def run_closed_event(run_id: str, customer: str, period: Period, closed_by: str, reason: str | None,
@@ -173,18 +192,40 @@ def billing_since(session: Session, customer: Customer, zone: ZoneInfo) -> date 
     ``None`` (only the latest closable period) if it has neither. Periods from there that have
     a run already are skipped by the caller (``closed_periods``), so a period an operator closed
     by hand, ahead of time or out of order, never hides an earlier one."""
-    if customer.billing_starts is not None:
-        return customer.billing_starts
-    first_run = session.scalar(select(func.min(BillingRun.period_start)).where(BillingRun.customer == customer.code))
-    first_call = session.scalar(select(func.min(Call.start)).where(
-        Call.customer == customer.code, Call.status == "rated", Call.invoice_id.is_(None)))
-    if first_call is not None:
-        first_call = (first_call if first_call.tzinfo else first_call.replace(tzinfo=UTC)).astimezone(zone).date()
-    known = [d for d in (first_run, first_call) if d is not None]
-    return min(known) if known else None
+    return billing_since_each(session, [customer], zone)[customer.code]
+
+
+def billing_since_each(session: Session, customers: Sequence[Customer], zone: ZoneInfo) -> dict[str, date | None]:
+    """``billing_since`` of each customer, with two grouped queries for all of them."""
+    codes = [c.code for c in customers if c.billing_starts is None]
+    first_runs = dict(session.execute(select(BillingRun.customer, func.min(BillingRun.period_start))
+                                      .where(BillingRun.customer.in_(codes)).group_by(BillingRun.customer)).all())
+    first_calls = dict(session.execute(
+        select(Call.customer, func.min(Call.start))
+        .where(Call.customer.in_(codes), Call.status == "rated", Call.invoice_id.is_(None))
+        .group_by(Call.customer)).all()) if codes else {}
+    since: dict[str, date | None] = {}
+    for customer in customers:
+        if customer.billing_starts is not None:
+            since[customer.code] = customer.billing_starts
+            continue
+        first_call = first_calls.get(customer.code)
+        if first_call is not None:
+            first_call = (first_call if first_call.tzinfo else first_call.replace(tzinfo=UTC)).astimezone(zone).date()
+        known = [d for d in (first_runs.get(customer.code), first_call) if d is not None]
+        since[customer.code] = min(known) if known else None
+    return since
 
 
 def closed_periods(session: Session, customer: str) -> set[Period]:
     """The periods of ``customer`` that have a billing run."""
-    return {Period(start, end) for start, end in session.execute(
-        select(BillingRun.period_start, BillingRun.period_end).where(BillingRun.customer == customer))}
+    return closed_periods_each(session, [customer])[customer]
+
+
+def closed_periods_each(session: Session, customers: Sequence[str]) -> dict[str, set[Period]]:
+    """The periods of each customer that have a billing run, with one query for all of them."""
+    closed: dict[str, set[Period]] = {code: set() for code in customers}
+    for code, start, end in session.execute(select(BillingRun.customer, BillingRun.period_start, BillingRun.period_end)
+                                            .where(BillingRun.customer.in_(list(customers)))):
+        closed[code].add(Period(start, end))
+    return closed

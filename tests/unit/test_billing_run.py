@@ -359,3 +359,52 @@ def test_rendering_refuses_an_invoice_without_a_seller_name(runtime, tmp_path):
     close_run(runtime, "ACME")
     with runtime.database.transaction() as session, pytest.raises(ConfigurationError, match="CDRFLOW_SELLER_NAME"):
         invoice_document(session, invoice_of(session, "ACME"), Settings(data_dir=tmp_path))
+
+
+# --- runs issued in batches ----------------------------------------------------------------
+
+
+def run_event(customer, period=OCTOBER, run_id=None):
+    return Event(type=EventType.RUN_CLOSED, source="cdrflow/admin", subject=f"{customer}/{period.label}", data={
+        "run_id": run_id or str(uuid.uuid4()), "customer": customer, "period": period.label,
+        "period_start": period.start.isoformat(), "period_end": period.end.isoformat(), "trigger": "manual"})
+
+
+def test_a_batch_of_runs_issues_what_each_run_alone_would_in_the_order_given(runtime):
+    add_call(runtime, "ACME", "1.004")
+    add_call(runtime, "ACME", "2.00", start=datetime(2026, 11, 3, tzinfo=UTC))  # November's
+    add_call(runtime, "ZERO", "0.50")
+    add_fee(runtime, "ZERO", "10.005")
+    add_charge(runtime, "WEEK", "Line rental", "10.00", "monthly", date(2026, 10, 1))
+    repeat = run_event("ZERO")
+    week_44 = Period(date(2026, 10, 26), date(2026, 11, 2))
+    batch = [run_event("ACME"), repeat, run_event("IDLE"), run_event("ACME", NOVEMBER), repeat,
+             run_event("WEEK", week_44)]
+    with runtime.database.transaction() as session:
+        assert list(Invoicer(runtime).on_runs_closed(batch, session)) == []
+    with runtime.database.transaction() as session:
+        invoices = session.scalars(select(Invoice).order_by(Invoice.number)).all()
+        # IDLE had nothing to bill: no invoice, no number; the repeated run issued once.
+        assert [(i.number, i.customer, i.period_start) for i in invoices] == [
+            ("INV-000001", "ACME", OCTOBER.start), ("INV-000002", "ZERO", OCTOBER.start),
+            ("INV-000003", "ACME", NOVEMBER.start), ("INV-000004", "WEEK", week_44.start)]
+        acme_oct, zero, acme_nov, week = invoices
+        assert (acme_oct.net, acme_oct.tax, acme_oct.total) == (Decimal("1.00"), Decimal("0.20"), Decimal("1.20"))
+        assert (acme_nov.net, acme_nov.total) == (Decimal("2.00"), Decimal("2.40"))
+        assert lines_of(zero) == [("Call Charges", 1, Decimal("0.50"), "zero", "calls"),
+                                  ("Line rental", 1, Decimal("10.01"), "zero", "fee")]
+        assert zero.total == Decimal("10.51")
+        assert lines_of(week) and {line[4] for line in lines_of(week)} == {"recurring"}
+        assert {c.invoice_id for c in session.scalars(select(Call))} == {acme_oct.id, acme_nov.id, zero.id}
+        csv_rows = invoice_calls_csv(session, acme_nov, runtime.settings.zone).decode().splitlines()
+        assert len(csv_rows) == 2 and csv_rows[1].startswith("2026-11-03,00:00:00,")
+    assert [e["data"]["invoice_number"] for e in issued_events(runtime)] == [
+        "INV-000001", "INV-000002", "INV-000003", "INV-000004"]
+
+
+def test_a_batch_naming_an_unknown_customer_issues_nothing(runtime):
+    add_call(runtime, "ACME", "1.00")
+    with runtime.database.transaction() as session, pytest.raises(Exception, match="unknown customer 'NOPE'"):
+        list(Invoicer(runtime).on_runs_closed([run_event("ACME"), run_event("NOPE")], session))
+    with runtime.database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Invoice)) == 0

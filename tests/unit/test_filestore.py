@@ -141,3 +141,20 @@ def test_a_service_sweeps_its_file_store_at_start(tmp_path):
     orphan = temp_file(FileStore(settings.file_store_dir), dead_pid())
     Runtime(settings, "admin").database.dispose()
     assert not orphan.exists()
+
+
+def test_put_many_stores_each_content_at_its_address_in_order(tmp_path):
+    store = FileStore(tmp_path)
+    contents = [b"header\n", b"a,b\n1,2\n", b"header\n", b"x" * 100_000]  # a repeat among them
+    stored = store.put_many(contents)
+    assert [s.fingerprint for s in stored] == [hashlib.sha256(c).hexdigest() for c in contents]
+    assert [store.path_of(s.fingerprint).read_bytes() for s in stored] == contents
+    assert list((tmp_path / "tmp").iterdir()) == []  # no temporary file left behind
+
+
+def test_put_many_with_an_empty_content_stores_none_of_them(tmp_path):
+    store = FileStore(tmp_path)
+    with pytest.raises(BadFileError, match="empty"):
+        store.put_many([b"one", b"", b"three"])
+    assert not store.path_of(hashlib.sha256(b"one").hexdigest()).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -8,14 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from cdrflow.bus import RETRACT, Outgoing, Topic
 from cdrflow.bus.consumer import ServiceLoop
 from cdrflow.bus.producer import MAX_MESSAGE_BYTES
 from cdrflow.db import Database, migrate
 from cdrflow.db.models import DeadLetter, File
-from cdrflow.errors import BrokerError, EventRefusedError, NotYetVisibleError
+from cdrflow.errors import BrokerError, DatabaseError, EventRefusedError, NotYetVisibleError
 from cdrflow.events import Event, EventType
 from cdrflow.reasons import REASON_MAX_CHARS
 
@@ -204,3 +204,87 @@ def test_state_not_yet_visible_is_retried_then_dead_lettered_with_the_reason(dat
         [letter] = session.scalars(select(DeadLetter)).all()
     assert letter.error_type == "NotYetVisibleError" and "still not there after" in letter.error
     assert journal.steps[-1] == "store offset 7"
+
+
+# --- batch handlers ----------------------------------------------------------------------------
+
+
+def make_batch_loop(database, batch_handler, journal, producer=None) -> ServiceLoop:
+    loop = ServiceLoop(service="test", namespace="ns", bootstrap="127.0.0.1:1", database=database,
+                       handlers={Topic.FILE_ACCEPTED: announce}, batch_handlers={Topic.RUN_CLOSED: batch_handler},
+                       producer=producer or FakeProducer(journal))
+    loop._consumer.close()
+    loop._consumer = FakeConsumer(journal)
+    return loop
+
+
+def a_run(customer: str) -> bytes:
+    return Event(type=EventType.RUN_CLOSED, source="cdrflow/test", subject=customer,
+                 data={"customer": customer}).to_bytes()
+
+
+def record_runs(seen: list[list[str]]):
+    """A batch handler that keeps a file row per run (to see what committed) and announces each."""
+    def handle(events, session):
+        seen.append([e.data["customer"] for e in events])
+        for e in events:
+            if e.data["customer"] == "BAD":
+                raise ValueError("no such customer BAD")
+            now = datetime.now(UTC)
+            session.add(File(id=f"{e.data['customer']:0>36}", fingerprint=e.data["customer"].ljust(64, "0"), size=1,
+                             carrier="gamma", kind="cdr", period="daily", direction="outbound", original_name="f",
+                             channel="upload", received_at=now, status="accepted", updated_at=now))
+            yield Outgoing(Topic.INVOICE_ISSUED, e.data["customer"], Event(
+                type=EventType.INVOICE_ISSUED, source="cdrflow/test", subject=e.data["customer"], data={}))
+    return handle
+
+
+def test_a_batch_is_one_transaction_published_after_its_commit_with_every_offset_stored_after_the_ack(database):
+    journal, seen = Journal(database.url), []
+    loop = make_batch_loop(database, record_runs(seen), journal)
+    loop._process_batches([FakeMessage("ns.run-closed", a_run(c), offset=o) for o, c in enumerate(["A", "B", "C"])])
+    assert seen == [["A", "B", "C"]]  # one call, one transaction
+    assert journal.steps == ["send (committed rows: 3)"] * 3 + ["flush", "store offset 0", "store offset 1",
+                                                               "store offset 2"]
+
+
+def test_a_batch_that_fails_by_one_message_is_handled_one_by_one_and_only_that_one_dead_lettered(database):
+    journal, seen = Journal(database.url), []
+    producer = FakeProducer(journal)
+    loop = make_batch_loop(database, record_runs(seen), journal, producer=producer)
+    loop._process_batches([FakeMessage("ns.run-closed", a_run(c), offset=o)
+                           for o, c in enumerate(["A", "BAD", "C"])])
+    assert seen == [["A", "BAD", "C"], ["A"], ["BAD"], ["C"]]
+    with database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(File)) == 2  # A and C; the failed batch rolled back
+        [letter] = session.scalars(select(DeadLetter)).all()
+        assert (letter.offset, letter.error_type) == (1, "ValueError")
+    assert [t for t, _ in producer.sent] == ["ns.invoice-issued", "ns.run-closed.dead-letter", "ns.invoice-issued"]
+    assert [s for s in journal.steps if s.startswith("store")] == ["store offset 0", "store offset 1",
+                                                                   "store offset 2"]
+
+
+def test_messages_of_other_topics_between_batches_are_handled_alone_and_in_order(database):
+    journal, seen = Journal(database.url), []
+    loop = make_batch_loop(database, record_runs(seen), journal)
+    loop._process_batches([FakeMessage("ns.run-closed", a_run("A"), offset=1),
+                           FakeMessage("ns.run-closed", a_run("B"), offset=2),
+                           FakeMessage("ns.file-accepted", an_event(), offset=3),
+                           FakeMessage("ns.run-closed", a_run("C"), offset=4)])
+    assert seen == [["A", "B"], ["C"]]
+    assert [s for s in journal.steps if s.startswith("store")] == [f"store offset {n}" for n in (1, 2, 3, 4)]
+
+
+def test_a_batch_meeting_a_broken_database_is_retried_whole(database):
+    journal, seen = Journal(database.url), []
+    attempts = []
+
+    def flaky(events, session):
+        attempts.append(len(events))
+        if len(attempts) == 1:
+            raise DatabaseError("database unavailable: connection refused")
+        yield from record_runs(seen)(events, session)
+
+    loop = make_batch_loop(database, flaky, journal)
+    loop._process_batches([FakeMessage("ns.run-closed", a_run(c), offset=o) for o, c in enumerate(["A", "B"])])
+    assert attempts == [2, 2] and seen == [["A", "B"]]

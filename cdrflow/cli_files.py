@@ -23,16 +23,23 @@ def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--month", default=None, metavar="YYYY-MM",
               help="billing period: files with calls (or fees) in that month; unparsed files by arrival")
 @click.option("--period", type=click.Choice(["daily", "monthly"]), default=None, help="daily or monthly files")
+@click.option("--json", "as_json", is_flag=True, help="the files as GET /files gives them (for scripts)")
 @click.pass_context
 def files(ctx: click.Context, carrier: str | None, kind: str | None, status: str | None, month: str | None,
-          period: str | None) -> None:
+          period: str | None, as_json: bool) -> None:
     """List files (or: files show|release|discard|retry FILE_ID)."""
     if ctx.invoked_subcommand is None:
         from cdrflow.filestatus import file_status
 
         if status is not None:
             status = file_status(status)
-        for f in _admin(ctx).files(status, carrier=carrier, kind=kind, month=month, period=period):
+        found = _admin(ctx).files(status, carrier=carrier, kind=kind, month=month, period=period)
+        if as_json:
+            import orjson
+
+            click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+            return
+        for f in found:
             click.echo(f"{f['file_id']}  {f['status']:9} {f['carrier']:10} {f['kind']} {f['period']:7} "
                        f"{f['received_at'][:16]}  {f['original_name']}  {f['status_reason'] or ''}"
                        + (f"  {f['overlaps']}" if f.get("overlaps") else ""))

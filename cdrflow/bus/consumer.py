@@ -246,7 +246,7 @@ class ServiceLoop:
         ``spool`` until the commit; a ``RETRACT`` empties it."""
         for out in outgoing:
             if out is RETRACT:
-                spool.close()
+                spool.clear()
                 continue
             assert isinstance(out, Outgoing)
             payload = out.event.to_bytes()

@@ -46,10 +46,13 @@ class Spool:
             body = self._disk.read(lt + lk + lp)
             yield body[:lt].decode(), body[lt:lt + lk].decode(), body[lt + lk:]
 
-    def close(self) -> None:
-        """Drop everything held (the spool can be filled again: a handler's RETRACT)."""
-        self._memory.clear()
+    def clear(self) -> None:
+        """Drop everything held and start again empty (a handler's RETRACT)."""
+        self.close()
         self._held = self.count = 0
+
+    def close(self) -> None:
+        self._memory.clear()
         if self._disk is not None:
             self._disk.close()
             self._disk = None

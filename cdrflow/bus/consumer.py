@@ -225,10 +225,18 @@ class ServiceLoop:
         undecodable message raises, and the batch is taken apart by the caller."""
         handler = self._batches[messages[0].topic()]
         events = [Event.from_bytes(msg.value()) for msg in messages]
+        self._handle_and_publish(lambda session: handler(events, session))
+        for msg in messages:
+            self._consumer.store_offsets(message=msg)
+
+    def _handle_and_publish(self, handle: Callable[[Session], Iterable[Outgoing | _Retract]]) -> None:
+        """Steps 2 to 4 of ``_checkpoint``: ``handle`` in one transaction, its events spooled,
+        the commit, then every event published and the producer flushed. Told to stop on the
+        way, it raises ``_Stop`` (the message repeats after the restart)."""
         spool = Spool()
         try:
             with self.database.transaction() as session:
-                self._spool(handler(events, session), spool)
+                self._spool(handle(session), spool)
             for name, key, payload in spool:
                 self.producer.send_raw(name, key, payload)
             self.producer.flush(stopping=lambda: self.stopping)
@@ -238,8 +246,6 @@ class ServiceLoop:
             raise
         finally:
             spool.close()
-        for msg in messages:
-            self._consumer.store_offsets(message=msg)
 
     def _spool(self, outgoing: Iterable[Outgoing | _Retract], spool: Spool) -> None:
         """Hold each event a handler yields (checked against the broker's size limit) in
@@ -304,26 +310,17 @@ class ServiceLoop:
         repeats are no-ops. A failure in 4 that is the event's fault (the broker refuses
         it) dead-letters the message; one that is the broker's is retried from step 1.
         """
-        topic, handler = self._handlers[msg.topic()]
+        _, handler = self._handlers[msg.topic()]
         event: Event | None = None
-        spool = Spool()
         try:
-            try:
-                event = Event.from_bytes(msg.value())  # 1
-                with self.database.transaction() as session:  # 2, then 3 on leaving the block
-                    self._spool(handler(event, session), spool)
-                for name, key, payload in spool:  # 4
-                    self.producer.send_raw(name, key, payload)
-                self.producer.flush(stopping=lambda: self.stopping)
-            except (InfrastructureError, _Stop):
-                if self.stopping:
-                    raise _Stop from None
-                raise
-            except Exception as exc:  # noqa: BLE001 - anything else is this message's fault
-                self._give_up(msg, exc, event)
-                return
-        finally:
-            spool.close()
+            event = Event.from_bytes(msg.value())  # 1
+            decoded = event
+            self._handle_and_publish(lambda session: handler(decoded, session))  # 2 to 4
+        except (InfrastructureError, _Stop):
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else is this message's fault
+            self._give_up(msg, exc, event)
+            return
         self._consumer.store_offsets(message=msg)  # 5
 
     def _give_up(self, msg: Message, exc: Exception, event: Event | None = None) -> None:

@@ -25,6 +25,7 @@ UTC_DT = pl.Datetime("us", "UTC")
 ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f",
              "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
 ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%#z", "%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+EPOCH_FORMATS = ("epoch", "epoch_ms")
 DESCRIBE = {"iso": "an ISO 8601 date-time", "epoch": "a Unix time in seconds", "epoch_ms": "a Unix time in milliseconds"}
 UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "cs": 10_000, "min": 60_000_000}
 
@@ -88,7 +89,9 @@ def read_times(s: pl.Series, spec: FieldSpec, zone: ZoneInfo) -> tuple[pl.Series
     """Times to UTC: each format is tried on the rows no earlier format could read (usually none)."""
     n = len(s)
     out = pl.Series([None] * n, dtype=UTC_DT)
-    pending = s.is_not_null() & (s != "")
+    # A Unix time of 0 is no time: Cisco writes dateTimeConnect = 0 for a call that never connected.
+    no_time = (s == "0").fill_null(False) & any(f in EPOCH_FORMATS for f in spec.formats)
+    pending = s.is_not_null() & (s != "") & ~no_time
     gap = pl.Series([False] * n, dtype=pl.Boolean)
     for fmt in _expand(spec.formats):
         if not pending.any():
@@ -110,6 +113,7 @@ def read_times(s: pl.Series, spec: FieldSpec, zone: ZoneInfo) -> tuple[pl.Series
         reason(s, gap, spec.label(), f"does not exist in {zone.key} (the clocks went forward)"),
         pl.select(pl.when(empty & pl.lit(spec.required)).then(pl.lit(f"{spec.label()} is empty"))
                   .otherwise(pl.lit(None, pl.String))).to_series(),
+        reason(s, no_time & spec.required, spec.label(), "is 0: no time given"),
     ], n)
     return out, why
 
@@ -123,7 +127,7 @@ def _expand(formats: tuple[str, ...]) -> list[str]:
 
 def _parse(sub: pl.Series, fmt: str, zone: ZoneInfo) -> tuple[pl.Series, pl.Series | None]:
     """(UTC times or null, rows that name a local time the zone skips) for one format."""
-    if fmt in ("epoch", "epoch_ms"):
+    if fmt in EPOCH_FORMATS:
         ints = sub.str.to_integer(strict=False)
         ok = ints.is_not_null() & (ints >= 0) & (ints < 253_402_300_800 * (1000 if fmt == "epoch_ms" else 1))
         micros = ints * (1_000_000 if fmt == "epoch" else 1_000)

@@ -29,6 +29,10 @@ KIND_OF = {"cli": TEXT, "dialled": TEXT, "start": TIME, "end": TIME, "answer": T
            "reference": TEXT, "description": TEXT, "event_type": TEXT, "period_start": DATE, "period_end": DATE,
            "effective_date": DATE, "quantity": COUNT, "amount": MONEY, "pro_rata": FLAG, "pro_rata_amount": MONEY}
 REQUIRED = {"cdr": ("cli", "dialled", "start"), "sdr": ("reference", "amount")}
+REQUIRED_VALUE = ("cli", "dialled", "start", "reference")
+"""Fields whose empty value rejects the row unless the definition says ``required = false``: a call
+without a start can't be placed in a billing period or a time band."""
+ANSWERED_FROM = ("duration", "answer")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DIRECTIONS = ("outbound", "inbound")
 
@@ -67,7 +71,7 @@ class FieldSpec:
     false_values: tuple[str, ...] = ()
     map: Mapping[str, str] = field(default_factory=dict)
     between: tuple[str, str] | None = None  # duration = seconds between two time fields
-    from_duration: bool = False  # answered = duration > 0
+    derived_from: str | None = None  # answered from "duration" (> 0) or from "answer" (an answer time is given)
     after: str | None = None  # period_end = this date field plus ``months`` (e.g. a rental's month)
     months: int = 1
     negative: bool = False  # money may be negative (credits, pro-rata refunds)
@@ -162,6 +166,8 @@ def definition_from_dict(doc: Mapping[str, Any], *, source: str = "", origin: st
         missing.append("duration")
     if missing:
         raise fail(f"a {kind} format needs fields {', '.join(missing)}")
+    if "answered" in fields and fields["answered"].derived_from == "answer" and "answer" not in fields:
+        raise fail("'fields.answered.from' = \"answer\" needs an answer field (the time the call was answered)")
     if "period_end" in fields and fields["period_end"].after and "period_start" not in fields:
         raise fail("'fields.period_end.after' needs a period_start field")
     for fname, spec in fields.items():
@@ -220,8 +226,9 @@ def _field(fname: str, spec: Any, header: bool, fail) -> FieldSpec:  # type: ign
     if between is not None and (kind != SECONDS or not isinstance(between, list) or len(between) != 2):
         raise fail(f"'fields.{fname}.between' is for duration only: a list of two time fields, e.g. [\"answer\", \"end\"]")
     from_ = spec.get("from")
-    if from_ is not None and (fname != "answered" or from_ != "duration"):
-        raise fail(f"'fields.{fname}.from' only works as answered.from = \"duration\"")
+    if from_ is not None and (fname != "answered" or from_ not in ANSWERED_FROM):
+        raise fail(f"'fields.{fname}.from' only works as answered.from = \"duration\" (duration > 0) "
+                   f"or \"answer\" (an answer time is given)")
     after, months = spec.get("after"), spec.get("months", 1)
     if after is not None and (fname != "period_end" or after != "period_start"
                               or isinstance(months, bool) or not isinstance(months, int) or months < 1):
@@ -240,10 +247,10 @@ def _field(fname: str, spec: Any, header: bool, fail) -> FieldSpec:  # type: ign
     return FieldSpec(
         name=fname, kind=kind, columns=columns, formats=tuple(formats), zone=zone,
         optional=bool(spec.get("optional", False)),
-        required=bool(spec.get("required", fname in ("cli", "dialled", "reference"))), unit=unit,
+        required=bool(spec.get("required", fname in REQUIRED_VALUE)), unit=unit,
         values=tuple(str(v).lower() for v in spec.get("values", ())),
         false_values=tuple(str(v).lower() for v in spec.get("false_values", ())), map=mapping,
-        between=tuple(between) if between else None, from_duration=from_ == "duration", after=after, months=months,
+        between=tuple(between) if between else None, derived_from=from_, after=after, months=months,
         negative=bool(spec.get("negative", False)), default=spec.get("default"), strip=str(spec.get("strip", "")))
 
 

@@ -318,7 +318,7 @@ class Engine:
         n = frame.height
         specs = self.definition.fields
         for name, spec in specs.items():
-            if spec.between or spec.from_duration or spec.after:
+            if spec.between or spec.derived_from or spec.after:
                 continue  # derived below, once the fields they derive from are read
             s = self._text(frame, spec, layout)
             value, why = self._read(s, spec)
@@ -332,8 +332,10 @@ class Engine:
             if spec.after:  # the end of a period given as its first day (exclusive, so the next month's)
                 values[name] = values[spec.after].dt.offset_by(f"{spec.months}mo")
         for name, spec in specs.items():
-            if spec.from_duration:
+            if spec.derived_from == "duration":
                 values[name] = (values["duration"].fill_null(0) > 0)
+            elif spec.derived_from == "answer":  # the switch wrote an answer time: the call was answered
+                values[name] = values["answer"].is_not_null()
         values.pop("answer", None)
         if "pro_rata_amount" in values:
             part = values.pop("pro_rata_amount")

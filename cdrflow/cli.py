@@ -137,12 +137,16 @@ def run(settings: Settings, service: str) -> None:
 
 
 @main.command()
+@click.option("--json-logs", is_flag=True, help="services' JSON logs on stderr, as in a container (the default "
+                                                "when stdout is not a terminal); otherwise they go to "
+                                                "<data_dir>/logs/<service>.log and the terminal gets a summary")
 @click.pass_obj
-def up(settings: Settings) -> None:
+def up(settings: Settings, json_logs: bool) -> None:
     """Start the broker (unless external), migrate, and run every service as its own process."""
     import time
 
-    from cdrflow.orchestrate import infrastructure, pipeline
+    from cdrflow.orchestrate import infrastructure, pipeline, wait_for_listener
+    from cdrflow.up_summary import exited_report, logs_dir, up_summary, wants_json_logs
 
     stop = False
 
@@ -152,12 +156,20 @@ def up(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with infrastructure(settings), pipeline(settings) as procs:
-        click.echo(f"cdrflow up: {', '.join(procs)} running; admin API at {settings.admin_url}; Ctrl-C stops")
+    log_dir = None if wants_json_logs(json_logs, sys.stdout) else logs_dir(settings)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    with infrastructure(settings) as infra, pipeline(settings, str(log_dir) if log_dir else None) as procs:
+        if log_dir is None:
+            click.echo(f"cdrflow up: {', '.join(procs)} running; admin API at {settings.admin_url}; Ctrl-C stops")
+        else:
+            listening = "mailgate" not in procs or wait_for_listener(settings.mailgate_host, settings.mailgate_port,
+                                                                     procs["mailgate"])
+            click.echo(up_summary(settings, procs, infra, log_dir, mailgate_listening=listening))
         while not stop:
             dead = [n for n, p in procs.items() if p.poll() is not None]
             if dead:
-                raise click.ClickException(f"service(s) exited: {', '.join(dead)}")
+                raise click.ClickException(exited_report(procs, dead, log_dir))
             time.sleep(0.5)
     click.echo("cdrflow stopped")
 

@@ -4,12 +4,18 @@ see how they are doing. These act on the database directly, like ``cdrflow carri
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cdrflow.cli_common import open_database
 from cdrflow.settings import Settings
+
+if TYPE_CHECKING:
+    from services.collector.poll import PollResult
+    from services.collector.sources import EarlierCollection
 
 
 @click.group()
@@ -58,12 +64,12 @@ def sources_add(settings: Settings, name: str, carrier: str, protocol: str, host
     """Add (or change) a source. Credentials are stored encrypted with CDRFLOW_SECRET_KEY."""
     from services.collector.credentials import Credentials
     from services.collector.rules import parse_rule
-    from services.collector.sources import SourceSpec, save_source
+    from services.collector.sources import SourceSpec, save_source, unreadable_sources
 
     if ask_password:
         password = click.prompt("password", hide_input=True)
     passphrase = click.prompt("key passphrase", hide_input=True) if ask_passphrase else None
-    private_key = key_file.read_text() if key_file else None
+    private_key = _read_key_file(key_file) if key_file else None
     spec = SourceSpec(name=name, carrier=carrier, protocol=protocol, host=host, port=port, username=username,
                       credentials=Credentials(password, private_key, passphrase),
                       rules=[parse_rule(r) for r in rules or ("*=cdr,daily,outbound",)],
@@ -74,9 +80,23 @@ def sources_add(settings: Settings, name: str, carrier: str, protocol: str, host
     with database.transaction() as session:
         src = save_source(session, spec, settings.secret_key)
         pinned = src.host_key is not None
+        others = [n for n in unreadable_sources(session, settings.secret_key) if n != name]
     click.echo(f"source {name} saved ({protocol}://{host}, {len(spec.rules)} rule(s))")
+    if others:
+        click.echo(f"WARNING: source(s) {', '.join(others)} were saved with another CDRFLOW_SECRET_KEY: this key "
+                   "can't decrypt them, so the collector can't poll them with it; run the collector with one key: "
+                   "the one they were saved with (and add this source again under it), or add them again under "
+                   "this one", err=True)
     if protocol == "sftp" and not pinned:
         click.echo(f"next: 'cdrflow sources trust {name}' to pin the server's host key")
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path} is not a text file: give the SFTP private key in OpenSSH "
+                                   "('-----BEGIN OPENSSH PRIVATE KEY-----') or PEM format") from exc
 
 
 @sources.command("list")
@@ -207,7 +227,7 @@ def sources_status(settings: Settings) -> None:
 @click.pass_obj
 def collect(settings: Settings, name: str, now: bool) -> None:
     """Poll one source at once."""
-    from services.collector.sources import request_poll
+    from services.collector.sources import collected_before, get_source, request_poll
 
     if not now:
         with open_database(settings).transaction() as session:
@@ -226,6 +246,31 @@ def collect(settings: Settings, name: str, now: bool) -> None:
         click.echo(f"waiting (still being written): {path}")
     for path in result.unchanged:
         click.echo(f"unchanged (touched, same bytes as collected before): {path}")
-    click.echo(f"{name}: {len(result.fetched)} file(s) collected")
+    with runtime.database.transaction() as session:
+        src = get_source(session, name)
+        earlier = collected_before(session, name, result.already_collected)
+        carrier, interval = src.carrier, src.poll_interval
+    click.echo(collect_summary(name, carrier, interval, result, earlier, settings.zone))
     if result.error:
         raise click.ClickException(result.error)
+
+
+def collect_summary(name: str, carrier: str, poll_interval: int, result: PollResult, earlier: EarlierCollection,
+                    zone: tzinfo, now: datetime | None = None) -> str:
+    """The last line of ``collect --now``: what this poll fetched and, when it fetched nothing,
+    why (the files were collected before, by the collector service or an earlier poll, or no
+    file on the server matches the source's rules), from what the database remembers."""
+    fetched = len(result.fetched)
+    if earlier.files:
+        when = "-"
+        if earlier.last_at is not None:
+            local, today = earlier.last_at.astimezone(zone), (now or datetime.now(UTC)).astimezone(zone).date()
+            when = f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
+        return (f"{name}: {fetched} new file(s); {earlier.files} file(s) on the server were already collected "
+                f"from this source, the last at {when} (the collector service polls it every {poll_interval}s; "
+                f"a poll fetches only new or changed files): see 'cdrflow files --carrier {carrier}' and "
+                "'cdrflow sources status'")
+    if result.listed == 0 and result.error is None:
+        return (f"{name}: 0 file(s) collected: no file on the server matches the source's rules (see "
+                "'cdrflow sources list' for its directory and rules)")
+    return f"{name}: {fetched} file(s) collected"

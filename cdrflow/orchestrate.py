@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from collections.abc import Iterator
+from pathlib import Path
 
 from cdrflow.bus import provision_topics
 from cdrflow.client import AdminClient
@@ -18,6 +20,7 @@ from cdrflow.errors import InfrastructureError
 from cdrflow.localkafka import LocalKafka
 from cdrflow.log import get_logger
 from cdrflow.settings import Settings
+from cdrflow.up_summary import Infrastructure, describe_broker, describe_database, exited_report
 
 log = get_logger(__name__)
 
@@ -36,7 +39,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def infrastructure(settings: Settings) -> Iterator[None]:
+def infrastructure(settings: Settings) -> Iterator[Infrastructure]:
     """Broker up (started here if local and not running; stopped again if we started it),
     topics provisioned, database migrated."""
     broker = None
@@ -49,7 +52,7 @@ def infrastructure(settings: Settings) -> Iterator[None]:
     try:
         provision_topics(settings.bootstrap, settings.namespace)
         migrate(settings.effective_database_url)
-        yield
+        yield Infrastructure(describe_broker(settings, broker is not None), describe_database(settings))
     finally:
         if broker is not None:
             broker.stop()
@@ -82,13 +85,28 @@ def pipeline(settings: Settings, log_dir: str | None = None,
     procs = {name: spawn_service(name, settings, log_dir) for name in services}
     try:
         if "admin" in services:
-            wait_for_admin(settings, procs)
+            wait_for_admin(settings, procs, log_dir=log_dir)
         yield procs
     finally:
         stop_processes(procs)
 
 
-def wait_for_admin(settings: Settings, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
+def wait_for_listener(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> bool:
+    """Whether a service's TCP port accepts connections within ``timeout`` (False at once if the
+    process exited). A wildcard listen address is tried on the loopback."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((target, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def wait_for_admin(settings: Settings, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60,
+                   log_dir: str | None = None) -> None:
     client = AdminClient(settings.admin_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,6 +114,6 @@ def wait_for_admin(settings: Settings, procs: dict[str, subprocess.Popen[bytes]]
             return
         dead = [n for n, p in procs.items() if p.poll() is not None]
         if dead:
-            raise InfrastructureError(f"service(s) exited at start-up: {', '.join(dead)} (see their logs)")
+            raise InfrastructureError(exited_report(procs, dead, Path(log_dir) if log_dir else None, at_start_up=True))
         time.sleep(0.2)
     raise InfrastructureError(f"admin API did not answer at {settings.admin_url} within {timeout}s")

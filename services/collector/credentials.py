@@ -31,15 +31,24 @@ def new_secret_key() -> str:
     return Fernet.generate_key().decode()
 
 
+SAME_KEY_HINT = ("set CDRFLOW_SECRET_KEY to the same key the sources were saved with ('export "
+                 "CDRFLOW_SECRET_KEY=<that key>' where the collector, 'cdrflow up' or 'cdrflow collect' runs); a new "
+                 "key from 'cdrflow sources keygen' can't decrypt them. If that key is lost, add each source again "
+                 "with its password or key ('cdrflow sources add NAME …') to save it under the new key")
+"""How to fix credentials that can't be decrypted: one wording for the collector's start-up check
+and for each source's poll."""
+
+
 def _fernet(secret_key: str | None) -> Fernet:
     if not secret_key:
         raise SecretKeyError("CDRFLOW_SECRET_KEY is not set: source passwords and keys are stored encrypted "
-                             "with it (generate one with 'cdrflow sources keygen')")
+                             "with it (generate one with 'cdrflow sources keygen' and keep it; if sources are "
+                             "saved already, set the key they were saved with)")
     try:
         return Fernet(secret_key.encode())
     except (ValueError, TypeError) as exc:
-        raise SecretKeyError("CDRFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes; "
-                             "generate one with 'cdrflow sources keygen')") from exc
+        raise SecretKeyError("CDRFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes, as "
+                             "'cdrflow sources keygen' prints it)") from exc
 
 
 def encrypt(credentials: Credentials, secret_key: str | None) -> bytes:
@@ -48,12 +57,20 @@ def encrypt(credentials: Credentials, secret_key: str | None) -> bytes:
     return _fernet(secret_key).encrypt(orjson.dumps(doc))
 
 
-def decrypt(token: bytes | None, secret_key: str | None) -> Credentials:
+def decrypt(token: bytes | None, secret_key: str | None, source: str | None = None) -> Credentials:
+    """The credentials source ``source`` was saved with; a SecretKeyError naming the source and
+    saying how to fix it when ``secret_key`` is missing or not the key they were saved with."""
     if not token:
         return Credentials()
+    who = f"source {source}" if source else "saved source credentials"
+    if not secret_key:
+        raise SecretKeyError(f"{who}: CDRFLOW_SECRET_KEY is not set, but its password or key is saved encrypted "
+                             f"with a key: {SAME_KEY_HINT}")
     try:
         doc = orjson.loads(_fernet(secret_key).decrypt(token))
+    except SecretKeyError as exc:
+        raise SecretKeyError(f"{who}: {exc}: {SAME_KEY_HINT}") from exc
     except InvalidToken as exc:
-        raise SecretKeyError("stored source credentials can't be decrypted with CDRFLOW_SECRET_KEY: the key "
-                             "changed since they were saved; set the old key or re-add the source") from exc
+        raise SecretKeyError(f"{who}: its saved password or key can't be decrypted with this CDRFLOW_SECRET_KEY, "
+                             f"which is not the key it was saved with: {SAME_KEY_HINT}") from exc
     return Credentials(doc.get("password"), doc.get("private_key"), doc.get("passphrase"))

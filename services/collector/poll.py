@@ -49,6 +49,8 @@ class PollResult:
     fetched: list[dict[str, object]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # still being written: size or mtime moved
     unchanged: list[str] = field(default_factory=list)  # touched but the same bytes: not announced again
+    listed: int = 0  # files on the server that a rule of the source matches
+    already_collected: list[str] = field(default_factory=list)  # collected before, unchanged since: not fetched
     error: str | None = None
 
 
@@ -114,7 +116,7 @@ class Collector:
             if src is None:
                 raise InputError(f"no source {name!r}: add it with 'cdrflow sources add'")
             endpoint = Endpoint(src.name, src.protocol, src.host, src.port, src.username,
-                                decrypt(src.secret, self.settings.secret_key), src.verify_tls, src.host_key,
+                                decrypt(src.secret, self.settings.secret_key, src.name), src.verify_tls, src.host_key,
                                 self.settings.collector_timeout, src.tls_ca)
             rows = session.execute(select(CollectedFile.path, CollectedFile.size, CollectedFile.mtime,
                                           CollectedFile.fingerprint, CollectedFile.file_id).where(CollectedFile.source == name)).all()
@@ -175,6 +177,8 @@ class Collector:
             if plan.delete_after_collect:
                 await self._delete_already_collected(remote, plan, listing)
             candidates = to_fetch(listing, plan.collected)
+            result.listed = len(listing)
+            result.already_collected = [e.path for e, _ in listing if plan.collected.get(e.path) == e.version]
             if candidates and self.settings.collector_settle_seconds > 0:
                 await asyncio.sleep(self.settings.collector_settle_seconds)
                 again = [entry for entry, _ in await self._list(remote, plan)]

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from sqlalchemy import or_, select
 
 from cdrflow.db.models import Source
-from cdrflow.errors import CdrflowError
+from cdrflow.errors import CdrflowError, DatabaseError
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
 from cdrflow.stopping import exit_if_not_stopped_in
 from services.collector.poll import Collector
+from services.collector.sources import missing_secret_key_error, unreadable_sources
 
 log = get_logger(__name__)
 
@@ -70,8 +71,28 @@ class CollectorService:
         log.info("collector_stopped")
 
 
+def check_secret_key(runtime: Runtime) -> None:
+    """Refuse to start without CDRFLOW_SECRET_KEY while sources have credentials saved with one
+    (no source could be polled, and a new key would not help); with a key that can't decrypt a
+    source's credentials, say so for that source now (its polls fail with the same error). A
+    database that is away at start-up skips the check: the service waits for it, as for polls."""
+    try:
+        with runtime.database.transaction() as session:
+            unreadable = unreadable_sources(session, runtime.settings.secret_key)
+    except DatabaseError as exc:
+        log.warning("secret_key_check_skipped", error=str(exc))
+        return
+    if unreadable and not runtime.settings.secret_key:
+        error = missing_secret_key_error(list(unreadable))
+        log.error("collector_not_started", error=str(error))
+        raise error
+    for name, exc in unreadable.items():
+        log.error("source_credentials_unreadable", source=name, error=str(exc))
+
+
 def serve(runtime: Runtime) -> None:
     """Run until SIGTERM or Ctrl-C; a poll in progress is cancelled (its partial download removed)."""
+    check_secret_key(runtime)
 
     async def main() -> None:
         stop = asyncio.Event()

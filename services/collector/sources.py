@@ -7,13 +7,15 @@ import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncssh
 import orjson
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cdrflow.db.models import Carrier, CollectedFile, Source
 from cdrflow.errors import InputError, UnknownCarrierError
-from services.collector.credentials import Credentials, encrypt
+from services.collector.credentials import SAME_KEY_HINT, Credentials, decrypt, encrypt
+from services.collector.errors import SecretKeyError
 from services.collector.remote import DEFAULT_PORTS, PROTOCOLS
 from services.collector.rules import Rule
 
@@ -57,6 +59,8 @@ def save_source(session: Session, spec: SourceSpec, secret_key: str | None) -> S
         _check_pem(spec.tls_ca)
     if spec.credentials.method == "none":
         raise InputError("a source needs a password or (SFTP) a private key")
+    if spec.credentials.private_key:
+        _check_private_key(spec.name, spec.credentials)
     port = spec.port or DEFAULT_PORTS[spec.protocol]
     src = session.get(Source, spec.name)
     if src is None:
@@ -82,6 +86,69 @@ def _check_pem(pem: str) -> None:
     except (ssl.SSLError, ValueError) as exc:
         raise InputError(f"the CA file is not a PEM certificate ({exc}): give the carrier's CA certificate "
                          "as '-----BEGIN CERTIFICATE-----' text") from exc
+
+
+def _check_private_key(name: str, credentials: Credentials) -> None:
+    """The key is read here, as the collector will read it at each poll, so a wrong passphrase or a
+    file that is not a private key is refused now rather than found at the first poll."""
+    key, passphrase = credentials.private_key or "", credentials.passphrase
+    try:
+        asyncssh.import_private_key(key, passphrase)
+        return
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+        reason = str(exc)
+    try:
+        asyncssh.import_private_key(key, None)
+        encrypted = False
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+        encrypted = "passphrase" in str(exc).lower()  # asyncssh: "Passphrase must be specified …"
+    if encrypted and passphrase is None:
+        raise InputError(f"source {name}: the private key is encrypted with a passphrase: add the source again "
+                         "with --ask-passphrase and type the key's passphrase")
+    if encrypted:
+        raise InputError(f"source {name}: the passphrase does not decrypt the private key ({reason}): check it "
+                         "(e.g. 'ssh-keygen -y -f KEY_FILE' asks for it) and add the source again with "
+                         "--ask-passphrase")
+    hint = (" (this is a public key: give the private key file, the one without .pub)"
+            if key.lstrip().startswith(("ssh-", "ecdsa-", "sk-")) else "")
+    raise InputError(f"source {name}: the key file is not a private key that can be read ({reason}){hint}: give "
+                     "the SFTP private key in OpenSSH ('-----BEGIN OPENSSH PRIVATE KEY-----') or PEM format")
+
+
+def unreadable_sources(session: Session, secret_key: str | None) -> dict[str, SecretKeyError]:
+    """Sources whose saved credentials ``secret_key`` can't decrypt, each with the error saying
+    why and what to do (the collector checks this at start-up, ``sources add`` after saving)."""
+    unreadable = {}
+    for name, token in session.execute(select(Source.name, Source.secret).order_by(Source.name)):
+        try:
+            decrypt(token, secret_key, name)
+        except SecretKeyError as exc:
+            unreadable[name] = exc
+    return unreadable
+
+
+def missing_secret_key_error(names: list[str]) -> SecretKeyError:
+    """What the collector says when started without CDRFLOW_SECRET_KEY while sources are saved."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return SecretKeyError(f"CDRFLOW_SECRET_KEY is not set, but {len(names)} source(s) ({shown}) have a password or "
+                          f"key saved encrypted with it: {SAME_KEY_HINT}")
+
+
+@dataclass(frozen=True)
+class EarlierCollection:
+    """What was collected from a source before now, among some remote paths."""
+
+    files: int
+    last_at: datetime | None
+
+
+def collected_before(session: Session, name: str, paths: list[str]) -> EarlierCollection:
+    if not paths:
+        return EarlierCollection(0, None)
+    count, last_at = session.execute(
+        select(func.count(), func.max(CollectedFile.collected_at))
+        .where(CollectedFile.source == name, CollectedFile.path.in_(paths))).one()
+    return EarlierCollection(int(count), last_at)
 
 
 def get_source(session: Session, name: str) -> Source:

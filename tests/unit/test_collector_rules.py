@@ -79,7 +79,7 @@ def test_credentials_round_trip_encrypted_and_never_show_in_repr():
 
 def test_credentials_need_the_secret_key_that_saved_them():
     token = encrypt(Credentials(password="x"), new_secret_key())
-    with pytest.raises(SecretKeyError, match="key changed"):
+    with pytest.raises(SecretKeyError, match="not the key it was saved with"):
         decrypt(token, new_secret_key())
     with pytest.raises(SecretKeyError, match="CDRFLOW_SECRET_KEY is not set"):
         encrypt(Credentials(password="x"), None)

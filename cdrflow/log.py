@@ -20,7 +20,10 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a cached logger stays pinned to the configuration it first met (a later
+        # configure, or structlog.testing.capture_logs, would not reach it), and services log per
+        # batch or file, never per row, so the lookup costs nothing measurable.
+        cache_logger_on_first_use=False,
     )
     if service:
         structlog.contextvars.bind_contextvars(service=service)

@@ -127,7 +127,11 @@ class ServiceLoop:
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
-                "partition.assignment.strategy": "cooperative-sticky",
+                # Range shares out each topic's partitions on its own: a service reading two topics
+                # (the parser's file-accepted and file-parts) gets a share of both in every instance.
+                # The sticky assignors balance the total count only, and gave one parser every
+                # partition of file-parts and the other none (bench_pipeline, two instances).
+                "partition.assignment.strategy": "range",
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
                 "max.poll.interval.ms": 600000,
@@ -227,7 +231,7 @@ class ServiceLoop:
         events = [Event.from_bytes(msg.value()) for msg in messages]
         self._handle_and_publish(lambda session: handler(events, session))
         for msg in messages:
-            self._consumer.store_offsets(message=msg)
+            self._store_offset(msg)
 
     def _handle_and_publish(self, handle: Callable[[Session], Iterable[Outgoing | _Retract]]) -> None:
         """Steps 2 to 4 of ``_checkpoint``: ``handle`` in one transaction, its events spooled,
@@ -321,7 +325,7 @@ class ServiceLoop:
         except Exception as exc:  # noqa: BLE001 - anything else is this message's fault
             self._give_up(msg, exc, event)
             return
-        self._consumer.store_offsets(message=msg)  # 5
+        self._store_offset(msg)  # 5
 
     def _give_up(self, msg: Message, exc: Exception, event: Event | None = None) -> None:
         """Dead-letter the message and store its offset: the stream goes on. The steps:
@@ -344,7 +348,19 @@ class ServiceLoop:
         letter = dead_letter_event(failure, letter_id)
         self.producer.send(dead_letter_name(self.namespace, topic), failure.where, letter)
         self.producer.flush(stopping=lambda: self.stopping)
-        self._consumer.store_offsets(message=msg)
+        self._store_offset(msg)
+
+    def _store_offset(self, msg: Message) -> None:
+        """Mark ``msg`` done. If a rebalance moved its partition to another instance meanwhile,
+        the offset can't be stored here: that instance repeats the message, and a repeat
+        changes nothing (every effect is keyed), so the work is neither lost nor doubled."""
+        try:
+            self._consumer.store_offsets(message=msg)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._STATE:
+                raise
+            log.info("offset_not_stored_partition_moved", topic=msg.topic(), partition=msg.partition(),
+                     offset=msg.offset())
 
     # --- housekeeping ----------------------------------------------------------
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy import create_engine, func, select, text
+from structlog.testing import capture_logs
 
 from cdrflow.bus import RETRACT, Outgoing, Topic
 from cdrflow.bus.consumer import ServiceLoop
@@ -288,3 +290,32 @@ def test_a_batch_meeting_a_broken_database_is_retried_whole(database):
     loop = make_batch_loop(database, flaky, journal)
     loop._process_batches([FakeMessage("ns.run-closed", a_run(c), offset=o) for o, c in enumerate(["A", "B"])])
     assert attempts == [2, 2] and seen == [["A", "B"]]
+
+
+class MovedPartitionConsumer(FakeConsumer):
+    """A consumer whose partition a rebalance gave to another instance while the work ran."""
+
+    def __init__(self, journal: Journal, code: int) -> None:
+        super().__init__(journal)
+        self.code = code
+
+    def store_offsets(self, message):
+        raise KafkaException(KafkaError(self.code))
+
+
+def test_an_offset_for_a_partition_moved_meanwhile_is_left_to_its_new_owner(database):
+    journal = Journal(database.url)
+    loop = make_loop(database, announce, journal)
+    loop._consumer = MovedPartitionConsumer(journal, KafkaError._STATE)
+    with capture_logs() as logs:
+        loop._checkpoint(FakeMessage("ns.file-accepted", an_event()))  # the work stands; no error
+    assert journal.committed_rows() == 1 and journal.steps == ["send (committed rows: 1)", "flush"]
+    assert [entry["event"] for entry in logs] == ["offset_not_stored_partition_moved"]
+
+
+def test_any_other_failure_to_store_an_offset_is_raised(database):
+    journal = Journal(database.url)
+    loop = make_loop(database, announce, journal)
+    loop._consumer = MovedPartitionConsumer(journal, KafkaError._INVALID_ARG)
+    with pytest.raises(KafkaException):
+        loop._checkpoint(FakeMessage("ns.file-accepted", an_event()))

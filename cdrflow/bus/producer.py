@@ -31,6 +31,11 @@ REFUSED = {
 }
 """Errors about the message itself: sending it again can never succeed."""
 
+STRUCTURED_HEADERS = [("content-type", b"application/cloudevents+json; charset=utf-8")]
+"""Every message is a CloudEvent in the Kafka protocol binding's structured content mode: the
+whole event (attributes and data) is the JSON value, and this header says so, so a consumer
+with a CloudEvents SDK reads it back as an event (docs/events.md)."""
+
 
 class EventProducer:
     """Produces events; ``flush()`` raises if any send since the last flush failed."""
@@ -71,7 +76,8 @@ class EventProducer:
         self.check_size(payload, topic)
         while True:
             try:
-                self._producer.produce(topic, payload, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, payload, key=key, headers=STRUCTURED_HEADERS,
+                                       on_delivery=self._on_delivery)
                 break
             except BufferError:
                 # The local queue is full: let librdkafka deliver some, then try again.

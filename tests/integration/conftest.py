@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 from sqlalchemy.engine import make_url
 
 from cdrflow.bus import provision_topics
@@ -132,17 +132,22 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = 90) -> o
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60) -> list[bytes]:
     """Read ``count`` messages from the start of ``topic`` as an independent observer (own group)."""
+    return [msg.value() for msg in read_messages(bootstrap, topic, count, timeout)]
+
+
+def read_messages(bootstrap: str, topic: str, count: int, timeout: float = 60) -> list[Message]:
+    """``count`` whole messages (key, headers, value) from the start of ``topic``, as an observer."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"observer-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
-    values: list[bytes] = []
+    messages: list[Message] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(values) < count and time.monotonic() < deadline:
+        while len(messages) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and not msg.error():
-                values.append(msg.value())
-        return values
+                messages.append(msg)
+        return messages
     finally:
         consumer.close()
 

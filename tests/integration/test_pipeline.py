@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import orjson
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
+from cloudevents.core.formats.json import JSONFormat
 from sqlalchemy import func, select
 
 from cdrflow.bus.topics import Topic, topic_name
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call, File
 from cdrflow.demo import SAMPLES
-from tests.integration.conftest import read_topic, wait_until
+from tests.integration.conftest import read_messages, read_topic, wait_until
 from tests.schemas import validate_event
 
 DONE = {"held", "rated", "failed", "discarded"}
@@ -82,7 +85,17 @@ def test_every_event_the_services_produced_matches_its_schema(settings, running)
     expected = {Topic.FILE_ARRIVED: 2, Topic.FILE_ACCEPTED: 1, Topic.FILE_HELD: 1, Topic.RECORD_PARSED: 2,
                 Topic.CALL_RATED: 2, Topic.ADMIN_COMMANDS: 1, Topic.RUN_CLOSED: 1, Topic.INVOICE_ISSUED: 1}
     for topic, count in expected.items():
-        values = read_topic(settings.bootstrap, topic_name(settings.namespace, topic), count)
-        assert len(values) == count, topic
-        for value in values:
-            validate_event(orjson.loads(value))
+        messages = read_messages(settings.bootstrap, topic_name(settings.namespace, topic), count)
+        assert len(messages) == count, topic
+        for msg in messages:
+            doc = orjson.loads(msg.value())
+            validate_event(doc)
+            # The CloudEvents Kafka binding, structured mode, read back by the CloudEvents SDK.
+            assert dict(msg.headers() or [])["content-type"] == b"application/cloudevents+json; charset=utf-8"
+            event = from_kafka(KafkaMessage(headers=dict(msg.headers()), key=msg.key(), value=msg.value()),
+                               JSONFormat())
+            assert (event.get_specversion(), event.get_id(), event.get_type(), event.get_source(),
+                    event.get_subject(), event.get_datacontenttype()) == (
+                "1.0", doc["id"], doc["type"], doc["source"], doc["subject"], "application/json"), topic
+            assert event.get_time() == datetime.fromisoformat(doc["time"]) and event.get_data() == doc["data"]
+            assert event.get_extension("partitionkey") == msg.key().decode()

@@ -113,3 +113,11 @@ def test_the_docs_name_many_commands() -> None:
     """The extractor finding (almost) nothing would make the tests above pass for nothing."""
     assert len(ALL_INVOCATIONS) >= 40 and len(INLINE) >= 50
     assert {inv.words[0] for inv in ALL_INVOCATIONS} >= {"kafka", "files", "upload", "invoices", "bill", "formats"}
+
+
+def test_the_readme_lists_every_file_status_in_its_order():
+    from cdrflow.filestatus import FILE_STATUSES
+
+    line = next(line for line in (REPO / "README.md").read_text().splitlines()
+                if line.startswith("cdrflow files ") and "# statuses:" in line)
+    assert [word.strip() for word in line.split("# statuses:")[1].split(",")] == list(FILE_STATUSES)

@@ -573,7 +573,7 @@ def measure(out: Outcome, path: Path, ref: Reference, broker: Broker, db_url: st
         broker_before = cpu_seconds(broker.pid) if broker.pid else None
         db_name = make_url(db_url).database or ""
         backends_before = backend_cpu(db_name) if postgres else {}
-        client = AdminClient(settings.admin_url, timeout=timeout)
+        client = AdminClient.for_settings(settings, timeout=timeout)
         started = time.perf_counter()
         reply = client.upload(path, carrier=CARRIER, kind="cdr", period="daily", direction="outbound")
         uploaded = time.perf_counter() - started

@@ -4,9 +4,11 @@ polars instead of Python work per call.
 
 Columns carry their unit in their name where the unit isn't obvious: instants are integer
 microseconds since 1970-01-01 UTC (``start_us``, ``end_us``), money is integer millionths of
-the currency unit (``cost_micros``, ``charge_micros``): exact, and cheap to move. A batch is
-cut to at most ``max_rows`` rows and about ``SPLIT_BYTES`` of JSON (``cut``), so one event
-never nears the broker's message limit, whatever the rows hold.
+the currency unit (``cost_micros``, ``charge_micros``): exact, and cheap to move. Which currency
+is a column of its own where the batch knows it (a rated call's ``currency``: ISO 4217 code of
+its ``charge_micros``), a plain string column like any other. A batch is cut to at most
+``max_rows`` rows and about ``SPLIT_BYTES`` of JSON (``cut``), so one event never nears the
+broker's message limit, whatever the rows hold.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ engine prices a whole batch at once. On the bus, a batch travels as columns too
 
 Units: ``start`` and ``end`` are UTC instants (microseconds); ``duration`` is the billable
 (answered) duration in whole seconds as the switch reported it; ``cost`` is the carrier's
-own wholesale cost in integer millionths of the currency unit (exact), or null.
+own wholesale cost in integer millionths of the currency unit (exact), or null: in the carrier's
+billing currency as the CDR states it (cdrflow keeps no carrier currency yet). A rated call's
+``charge`` is in its customer's currency, which the call says (``currency``, ISO 4217).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ RATED_SCHEMA: dict[str, pl.DataType] = {
     "charge": pl.Int64(),  # retail price in micros, when rated
     "cost": pl.Int64(),  # wholesale cost in micros: the CDR's own, else the wholesale sheet's
     "cdr_cost": pl.Int64(),  # the carrier's cost as its CDR gave it, in micros (kept for re-rating)
+    "currency": pl.String(),  # ISO 4217 code of ``charge``: the customer's currency; null when no customer
     "status": pl.String(),  # rated | unmatched | unrated
     "reason": pl.String(),  # why not rated
 }

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cdrflow.errors import CdrflowError
-from cdrflow.cli_common import open_database
+from cdrflow.cli_common import admin_client, echo_listing, echo_object, json_option, open_database
 from cdrflow.settings import Settings, load_settings
 
 LOOP_SERVICES = ("dedupe", "parser", "rater", "invoicer", "sender")
@@ -44,7 +44,7 @@ def main(ctx: click.Context) -> None:
 def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
     from cdrflow.client import AdminClient
 
-    return AdminClient(ctx.obj.admin_url)
+    return AdminClient.for_settings(ctx.obj)
 
 
 # --- set-up -----------------------------------------------------------------------
@@ -261,6 +261,26 @@ def carriers_rules(settings: Settings, code: str, hold_same_name: bool | None, s
                f"SDR files for {rules['sdr']}")
 
 
+CARRIER_COLUMNS = ("carrier", "name", "cdr_format", "sdr_format", "sdr", "hold_same_name", "file_name_pattern")
+
+
+@carriers.command("list")
+@json_option
+@click.pass_context
+def carriers_list(ctx: click.Context, as_json: bool) -> None:
+    """Carriers: the formats that read their files and their processing rules."""
+    echo_listing(admin_client(ctx).listing("carriers"), CARRIER_COLUMNS, as_json, "no carriers")
+
+
+@carriers.command("show")
+@click.argument("code")
+@json_option
+@click.pass_context
+def carriers_show(ctx: click.Context, code: str, as_json: bool) -> None:
+    """A carrier: formats, rules, the addresses to mail its files to, its collection sources."""
+    echo_object(admin_client(ctx).shown("carriers", code), as_json)
+
+
 from cdrflow.cli_files import QUEUED_NOTE, files  # noqa: E402  (files: list, show, release, discard, retry)
 
 main.add_command(files)
@@ -305,3 +325,9 @@ main.add_command(formats)
 from cdrflow.cli_dlq import dlq  # noqa: E402  (dead letters: list, show, replay)
 
 main.add_command(dlq)
+
+from cdrflow.cli_users import audit, tokens, users  # noqa: E402  (who may use the console and API; the audit trail)
+
+main.add_command(users)
+main.add_command(tokens)
+main.add_command(audit)

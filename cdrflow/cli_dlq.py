@@ -19,7 +19,7 @@ COLUMNS = ("ID", "SERVICE", "TOPIC", "FILE", "FAILED", "REPLAYED BY", "ERROR")
 def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
     from cdrflow.client import AdminClient
 
-    return AdminClient(ctx.obj.admin_url)
+    return AdminClient.for_settings(ctx.obj)
 
 
 def _echo_json(value: Any) -> None:

@@ -11,7 +11,7 @@ import click
 def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
     from cdrflow.client import AdminClient
 
-    return AdminClient(ctx.obj.admin_url)
+    return AdminClient.for_settings(ctx.obj)
 
 
 @click.group(invoke_without_command=True)

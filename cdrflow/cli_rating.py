@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from cdrflow.cli_common import open_database
+from cdrflow.cli_common import admin_client, echo_listing, echo_object, json_option, open_database
 from cdrflow.settings import Settings
 
 
@@ -52,6 +52,25 @@ def tariffs_load(settings: Settings, path: Path) -> None:
         click.echo(f"{load_tariffs(session, path)} tariff(s) saved")
 
 
+@tariffs.command("list")
+@json_option
+@click.pass_context
+def tariffs_list(ctx: click.Context, as_json: bool) -> None:
+    """Tariffs: their peak schedule and rounding."""
+    echo_listing(admin_client(ctx).listing("tariffs"),
+                 ("tariff", "name", "schedule", "split_bands", "places", "rounding", "charge_unanswered"),
+                 as_json, "no tariffs")
+
+
+@tariffs.command("show")
+@click.argument("code")
+@json_option
+@click.pass_context
+def tariffs_show(ctx: click.Context, code: str, as_json: bool) -> None:
+    """A tariff with its rate sheet versions and its customers."""
+    echo_object(admin_client(ctx).shown("tariffs", code), as_json)
+
+
 @click.group()
 def schedules() -> None:
     """Peak time schedules (band,days,start,end rules)."""
@@ -70,6 +89,24 @@ def schedules_add(settings: Settings, name: str, path: Path, holidays_as_weekend
         save_schedule(session, name, path.read_text(encoding="utf-8-sig"), holidays_as_weekend=holidays_as_weekend,
                       holiday_region=region)
     click.echo(f"schedule {name} saved")
+
+
+@schedules.command("list")
+@json_option
+@click.pass_context
+def schedules_list(ctx: click.Context, as_json: bool) -> None:
+    """Peak schedules (the built-in uk-default first), with how many rules each has."""
+    echo_listing(admin_client(ctx).listing("schedules"),
+                 ("schedule", "built_in", "holidays_as_weekend", "holiday_region", "rules"), as_json, "no schedules")
+
+
+@schedules.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def schedules_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """A peak schedule with its rules (band, days, start, end)."""
+    echo_object(admin_client(ctx).shown("schedules", name), as_json)
 
 
 @click.group()
@@ -101,9 +138,50 @@ def rates_load(settings: Settings, path: Path, tariff: str | None, wholesale: bo
                    f"version {version.version} active, {version.rows} rates")
 
 
+@rates.command("list")
+@click.option("--kind", type=click.Choice(["retail", "wholesale"]), default=None)
+@click.option("--owner", default=None, help="only this tariff's (retail) or carrier's (wholesale) sheets")
+@json_option
+@click.pass_context
+def rates_list(ctx: click.Context, kind: str | None, owner: str | None, as_json: bool) -> None:
+    """Rate sheet versions, oldest first; 'active' marks the ones rating calls now."""
+    echo_listing(admin_client(ctx).listing("rate-sheets", kind=kind, owner=owner),
+                 ("id", "kind", "owner", "direction", "carrier", "version", "active", "rows", "loaded_at", "name"),
+                 as_json, "no rate sheets")
+
+
+@rates.command("show")
+@click.argument("sheet_id")
+@click.option("--limit", default=None, help="at most this many rates (default 1000)")
+@json_option
+@click.pass_context
+def rates_show(ctx: click.Context, sheet_id: str, limit: str | None, as_json: bool) -> None:
+    """A rate sheet version (its id from 'rates list') with its rates, line by line."""
+    echo_object(admin_client(ctx).shown("rate-sheets", sheet_id, limit=limit), as_json)
+
+
 @click.group()
 def customers() -> None:
     """Customers and the CLIs that identify them."""
+
+
+@customers.command("list")
+@json_option
+@click.pass_context
+def customers_list(ctx: click.Context, as_json: bool) -> None:
+    """Customers: tariff, billing schedule and email, tax, and how many CLIs."""
+    echo_listing(admin_client(ctx).listing("customers"),
+                 ("customer", "name", "tariff", "billing_schedule", "billing_email", "tax_code", "currency", "clis"),
+                 as_json, "no customers")
+
+
+@customers.command("show")
+@click.argument("code")
+@json_option
+@click.pass_context
+def customers_show(ctx: click.Context, code: str, as_json: bool) -> None:
+    """A customer with its billing terms and CLIs."""
+    echo_object(admin_client(ctx).shown("customers", code), as_json)
 
 
 def _billing_terms(command):  # type: ignore[no-untyped-def]
@@ -225,6 +303,27 @@ def clis_add(settings: Settings, customer: str, cli: str, kind: str | None, carr
                                       effective_to=effective_to.date() if effective_to else None)
         click.echo(f"{added.row.kind} {added.row.value} added to {customer}")
     _echo_warnings(added.warnings)
+
+
+CLI_COLUMNS = ("customer", "kind", "value", "carrier", "effective_from", "effective_to")
+
+
+@clis.command("list")
+@click.option("--customer", default=None, help="only this customer's CLIs")
+@json_option
+@click.pass_context
+def clis_list(ctx: click.Context, customer: str | None, as_json: bool) -> None:
+    """CLIs of customers (effective_to is exclusive)."""
+    echo_listing(admin_client(ctx).listing("clis", customer=customer), CLI_COLUMNS, as_json, "no CLIs")
+
+
+@clis.command("show")
+@click.argument("cli")
+@json_option
+@click.pass_context
+def clis_show(ctx: click.Context, cli: str, as_json: bool) -> None:
+    """A CLI as it was added (a DDI, +44…* prefix, FROM-TO range or code) and whose it is."""
+    echo_object(admin_client(ctx).shown("clis", cli), as_json)
 
 
 @click.command()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cdrflow.cli_common import open_database
+from cdrflow.cli_common import admin_client, echo_listing, echo_object, json_option, open_database
 from cdrflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -100,28 +100,26 @@ def _read_key_file(path: Path) -> str:
 
 
 @sources.command("list")
-@click.pass_obj
-def sources_list(settings: Settings) -> None:
-    """Each source: where it is and what it collects (never its credentials)."""
-    import orjson
+@click.option("--carrier", default=None, help="only this carrier's sources")
+@json_option
+@click.pass_context
+def sources_list(ctx: click.Context, carrier: str | None, as_json: bool) -> None:
+    """Each source: where it is and what it collects (never its credentials), with its warnings
+    (host key NOT pinned, TLS NOT verified)."""
+    rows = admin_client(ctx).listing("sources", carrier=carrier)
+    for row in rows:
+        row["rules"] = [f"{r['pattern']}={r['kind']},{r['period']},{r['direction']}" for r in row["rules"]]
+    echo_listing(rows, ("source", "carrier", "protocol", "username", "host", "port", "remote_dir", "poll_interval",
+                        "delete_after_collect", "state", "rules", "warnings"), as_json, "no sources")
 
-    from services.collector.sources import all_sources
 
-    with open_database(settings).transaction() as session:
-        for src in all_sources(session):
-            rules = " ".join(f"{r['pattern']}={r['kind']},{r['period']},{r['direction']}"
-                             for r in orjson.loads(src.rules))
-            extra = []
-            if src.protocol == "sftp":
-                extra.append("host key pinned" if src.host_key else "host key NOT pinned")
-            if src.protocol == "ftps" and not src.verify_tls:
-                extra.append("TLS NOT verified")
-            elif src.protocol == "ftps" and src.tls_ca:
-                extra.append("TLS verified against its own CA")
-            click.echo(f"{src.name:16} {src.carrier:10} {src.protocol}://{src.username}@{src.host}:{src.port}"
-                       f"/{src.remote_dir.lstrip('/')}  every {src.poll_interval}s"
-                       f"  {'delete' if src.delete_after_collect else 'keep'}  {rules}"
-                       + (f"  ({', '.join(extra)})" if extra else ""))
+@sources.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def sources_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """A source: where it is, what it collects, and how its polls are going (never its credentials)."""
+    echo_object(admin_client(ctx).shown("sources", name), as_json)
 
 
 @sources.command("trust")

@@ -1,13 +1,23 @@
-"""The CLI's client of the admin API: every operator command goes through the same HTTP API as the console."""
+"""The CLI's client of the admin API: every operator command goes through the same HTTP API as the console.
+
+It sends ``Authorization: Bearer <API token>``: the token in ``CDRFLOW_API_TOKEN`` if set, else the
+one the admin service wrote to ``<data_dir>/admin.token`` for the built-in ``local-admin`` (read
+at each request, so a client made before the service started, or across its restart, still works)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cdrflow.errors import BadFileError, CdrflowError, InfrastructureError
+from cdrflow.settings import Settings
+
+TOKEN_ENV = "CDRFLOW_API_TOKEN"
+"""Read here, not in Settings, because it is the client's credential, not the pipeline's setting."""
+ADMIN_TOKEN_FILE = "admin.token"
 
 
 class AdminApiError(CdrflowError):
@@ -15,9 +25,27 @@ class AdminApiError(CdrflowError):
 
 
 class AdminClient:
-    def __init__(self, base_url: str, timeout: float = 60) -> None:
+    def __init__(self, base_url: str, timeout: float = 60, *, token: str | None = None,
+                 token_file: Path | None = None) -> None:
         self.base_url = base_url
+        self._token = token
+        self._token_file = token_file
         self._http = httpx.Client(base_url=base_url, timeout=timeout)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, timeout: float = 60) -> AdminClient:
+        """The client of the configured admin API, with the token of this machine (see the module docstring)."""
+        return cls(settings.admin_url, timeout, token=os.environ.get(TOKEN_ENV) or None,
+                   token_file=settings.data_dir / ADMIN_TOKEN_FILE)
+
+    def _authorization(self) -> dict[str, str]:
+        token = self._token
+        if not token and self._token_file is not None:
+            try:
+                token = self._token_file.read_text().strip()
+            except OSError:
+                token = None
+        return {"authorization": f"Bearer {token}"} if token else {}
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._response(method, path, **kwargs)
@@ -25,6 +53,7 @@ class AdminClient:
 
     def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The API's answer; InfrastructureError if it can't be reached, AdminApiError for an error reply."""
+        kwargs["headers"] = self._authorization() | (kwargs.get("headers") or {})
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -35,6 +64,9 @@ class AdminClient:
                 message = response.json().get("error", response.text)
             except ValueError:
                 message = response.text
+            if response.status_code == 401:
+                message += (f"; set {TOKEN_ENV} to an API token ('cdrflow tokens add'), or run where the admin "
+                            f"service wrote {self._token_file or ADMIN_TOKEN_FILE}")
             raise AdminApiError(f"{message} (HTTP {response.status_code})")
         return response
 
@@ -118,3 +150,18 @@ class AdminClient:
         headers = {"x-operator": operator} if operator else None
         return self._call("POST", f"/dead-letters/{letter_id}/replay", json={"reason": reason or ""},
                           headers=headers)
+
+    # --- what the console shows, listed and shown (services/admin/reference_views_api.py, sources_api.py)
+
+    def listing(self, what: str, **filters: str | None) -> list[dict[str, Any]]:
+        """``GET /<what>`` (carriers, customers, tariffs, rate-sheets, schedules, clis, sources,
+        charges, invoices), filtered by any query parameters given."""
+        params = {k: v for k, v in filters.items() if v}
+        return self._call("GET", f"/{what}", params=params or None)
+
+    def shown(self, what: str, key: str | int, **params: str | None) -> dict[str, Any]:
+        """``GET /<what>/<key>``: one object; AdminApiError (HTTP 404) names the command that lists them."""
+        from urllib.parse import quote
+
+        given = {k: v for k, v in params.items() if v}
+        return self._call("GET", f"/{what}/{quote(str(key), safe='')}", params=given or None)

@@ -81,7 +81,7 @@ def run_demo(base: Settings) -> None:
         say(f"broker at {settings.bootstrap}, database migrated, sample carriers and customers loaded")
         with pipeline(settings, log_dir=str(demo_dir), services=DEMO_SERVICES):
             say(f"services running ({', '.join(DEMO_SERVICES)}; admin API at {settings.admin_url})")
-            client = AdminClient(settings.admin_url)
+            client = AdminClient.for_settings(settings)
             with (SAMPLES / "manifest.csv").open(newline="") as fh:
                 manifest = list(csv.DictReader(fh))
             for entry in manifest:

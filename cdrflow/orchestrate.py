@@ -107,7 +107,7 @@ def wait_for_listener(host: str, port: int, proc: subprocess.Popen[bytes], timeo
 
 def wait_for_admin(settings: Settings, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60,
                    log_dir: str | None = None) -> None:
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.health():

@@ -22,3 +22,4 @@ if ! .venv/bin/python -c "import cdrflow, services" 2>/dev/null \
 fi
 
 deploy/kafka/fetch.sh .venv/bin/python >&2
+scripts/browser-deps.sh  # Debian's chromium, for the console's browser tests

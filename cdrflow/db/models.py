@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    JSON,
     LargeBinary,
     String,
     Text,
@@ -703,3 +704,51 @@ class FilePartParsed(Base):
     skipped: Mapped[int] = mapped_column(Integer)
     batches: Mapped[int] = mapped_column(Integer)
     parsed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class User(Base):
+    """Someone who may use the console or the API (``services.admin.auth``): a name, a role
+    (viewer, operator, admin) and an argon2 password hash. The built-in ``local-admin`` has no
+    password: it acts only through its API token, the one the CLI reads from ``<data_dir>/admin.token``."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """Set: the user can't log in, and their sessions and tokens are refused."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiToken(Base):
+    """An API token for automation. Only the SHA-256 of the token is kept: the token itself is
+    shown once, when it is made, and can't be read back."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    """The label its owner gave it (what it is for)."""
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """One state change made through the API, the console or the user commands: who, what, on
+    what, why. Written in the transaction of the change itself, so neither exists without the other."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    user: Mapped[str | None] = mapped_column(String(64))
+    """Who: a user's name (None: nobody logged in, e.g. a failed login)."""
+    action: Mapped[str] = mapped_column(String(64))
+    """What, as ``noun.verb``: ``file.release``, ``billing-run.close``, ``user.add``..."""
+    target: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict | None] = mapped_column(JSON)

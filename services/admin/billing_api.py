@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,15 +27,28 @@ from starlette.routing import Route
 
 from cdrflow.errors import InputError
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.admin.reference_api import _json
 from services.scheduler.charges import UnknownChargeError, add_charge, charge_view, end_charge, list_charges
 from services.scheduler.runs import RunClosed, UnknownCustomerError, close_run, period_to_close
 
 
+def close_billing_run(session: Session, runtime: Runtime, *, customer: str, period: str | None, operator: str,
+                      reason: str | None, force: bool = False) -> RunClosed:
+    """Close ``customer``'s run for ``period`` (a label such as 2026-11; None: the latest ended period
+    of its schedule), closed by ``operator``: ``POST /billing-runs`` and the console's "Close run" alike.
+    The run-closed event goes into the admin outbox in the caller's transaction (``close_run``)."""
+    now, zone = datetime.now(UTC), runtime.settings.zone
+    closing = period_to_close(session, customer, period, now, zone)
+    return close_run(session, customer=customer, period=closing, closed_by=operator, reason=reason,
+                     source=runtime.source, publisher="admin", namespace=runtime.settings.namespace, zone=zone,
+                     now=now, force=force)
+
+
 def billing_routes(runtime: Runtime, announced: Callable[[str], bool], queued: str) -> list[Route]:
     """``announced(event_id)`` wakes the admin relay and says whether the broker acknowledged
     the event within a short wait; ``queued`` is the note for a reply when it did not."""
-    database, settings = runtime.database, runtime.settings
+    database = runtime.database
 
     async def post_billing_run(request: Request) -> Response:
         body = await _json(request)
@@ -51,12 +65,13 @@ def billing_routes(runtime: Runtime, announced: Callable[[str], bool], queued: s
         operator = request.headers.get("x-operator", "operator")
 
         def close() -> RunClosed:
-            now = datetime.now(UTC)
             with database.transaction() as session:
-                period = period_to_close(session, customer, label, now, settings.zone)
-                return close_run(session, customer=customer, period=period, closed_by=operator,
-                                 reason=body.get("reason"), source=runtime.source, publisher="admin",
-                                 namespace=settings.namespace, zone=settings.zone, now=now, force=force)
+                run = close_billing_run(session, runtime, customer=customer, period=label, operator=operator,
+                                        reason=body.get("reason"), force=force)
+                if run.created:
+                    audit_request(session, request, "billing-run.close", f"{customer} {run.period.label}",
+                                  body.get("reason"), {"run_id": run.run_id, "force": force})
+                return run
 
         try:
             run = await run_in_threadpool(close)
@@ -91,15 +106,30 @@ def billing_routes(runtime: Runtime, announced: Callable[[str], bool], queued: s
 
         def add() -> dict[str, Any]:
             with database.transaction() as session:
-                return charge_view(add_charge(
+                view = charge_view(add_charge(
                     session, customer=request.path_params["code"], description=body["description"],
                     amount=body["amount"], frequency=body["frequency"], start=body["start"], end=body.get("end"),
                     quantity=body.get("quantity", 1), tax_code=body.get("tax_code"), created_by=operator))
+                audit_request(session, request, "charge.add", f"charge {view.get('id')}", None,
+                              {"customer": request.path_params["code"], "description": body["description"],
+                               "amount": str(body["amount"])})
+                return view
 
         try:
             return JSONResponse(await run_in_threadpool(add), status_code=201)
         except UnknownCustomerError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
+
+    def get_charge(request: Request) -> Response:
+        """One charge defined in cdrflow, with how far runs have billed it."""
+        from cdrflow.db.models import CustomerCharge
+
+        text = request.path_params["charge_id"]
+        with database.transaction() as session:
+            charge = session.get(CustomerCharge, int(text)) if text.isdigit() and len(text) < 19 else None
+            if charge is None:
+                return JSONResponse({"error": f"no charge {text!r}: see 'cdrflow charges list'"}, status_code=404)
+            return JSONResponse(charge_view(charge))
 
     async def post_end_charge(request: Request) -> Response:
         body = await _json(request)
@@ -109,8 +139,11 @@ def billing_routes(runtime: Runtime, announced: Callable[[str], bool], queued: s
 
         def end() -> dict[str, Any]:
             with database.transaction() as session:
-                return charge_view(end_charge(session, request.path_params["charge_id"], on=body["on"],
+                view = charge_view(end_charge(session, request.path_params["charge_id"], on=body["on"],
                                               reason=body.get("reason") or "", operator=operator))
+                audit_request(session, request, "charge.end", f"charge {request.path_params['charge_id']}",
+                              body.get("reason") or None, {"on": str(body["on"])})
+                return view
 
         try:
             return JSONResponse(await run_in_threadpool(end))
@@ -120,6 +153,7 @@ def billing_routes(runtime: Runtime, announced: Callable[[str], bool], queued: s
     return [
         Route("/billing-runs", post_billing_run, methods=["POST"]),
         Route("/charges", get_charges, methods=["GET"]),
+        Route("/charges/{charge_id}", get_charge, methods=["GET"]),
         Route("/customers/{code}/charges", get_charges, methods=["GET"]),
         Route("/customers/{code}/charges", post_charge, methods=["POST"]),
         Route("/charges/{charge_id}/end", post_end_charge, methods=["POST"]),

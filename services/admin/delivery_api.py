@@ -24,6 +24,7 @@ from cdrflow.db.models import CreditNote, Customer, Invoice, InvoiceDelivery
 from cdrflow.errors import InputError
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.sender.delivery import STATUSES, deliveries_of, queue_resend
 
 log = get_logger(__name__)
@@ -54,6 +55,20 @@ def document_customer(session: Session, number: str) -> str:
     return customer
 
 
+def resend_document(session: Session, number: str, to: str, operator: str, mail_from: str) -> InvoiceDelivery:
+    """Queue a new delivery of invoice or credit note ``number`` to ``to``, or (empty) to the customer's
+    billing email: ``POST /invoices/{number}/send`` and the console's Resend alike."""
+    code = document_customer(session, number)
+    to = to.strip()
+    if not to:
+        customer = session.get(Customer, code)
+        to = (customer.billing_email or "").strip() if customer else ""
+    if not to:
+        raise InputError(f"customer {code} has no billing email: set one (cdrflow customers add "
+                         f"{code} … --email ADDRESS) or give an address with --to")
+    return queue_resend(session, number, to, operator, mail_from, datetime.now(UTC))
+
+
 def delivery_routes(runtime: Runtime) -> list[Route]:
     settings = runtime.settings
 
@@ -76,23 +91,20 @@ def delivery_routes(runtime: Runtime) -> list[Route]:
 
     async def send_endpoint(request: Request) -> Response:
         number = request.path_params["number"]
-        body = await request.json() if await request.body() else {}
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise InputError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(body, dict) or not isinstance(body.get("to") or "", str):
             raise InputError('the body of a send is a JSON object such as {"to": "accounts@customer.example"}')
         operator = request.headers.get("x-operator", "operator")
 
         def resend() -> dict[str, Any]:
             with runtime.database.transaction() as session:
-                code = document_customer(session, number)
-                to = (body.get("to") or "").strip()
-                if not to:
-                    customer = session.get(Customer, code)
-                    to = (customer.billing_email or "").strip() if customer else ""
-                if not to:
-                    raise InputError(f"customer {code} has no billing email: set one (cdrflow customers add "
-                                     f"{code} … --email ADDRESS) or give an address with --to")
-                delivery = queue_resend(session, number, to, operator, settings.mail_from, datetime.now(UTC))
-                return delivery_view(delivery)
+                view = delivery_view(resend_document(session, number, body.get("to") or "", operator,
+                                                     settings.mail_from))
+                audit_request(session, request, "invoice.send", number, None, {"to": view.get("to")})
+                return view
 
         reply = await run_in_threadpool(resend)
         log.info("delivery_requested", document=number, to=reply["to"], message_id=reply["message_id"],

@@ -36,6 +36,7 @@ from cdrflow.db.models import DeadLetter, File
 from cdrflow.errors import InputError
 from cdrflow.log import get_logger
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 
 log = get_logger(__name__)
 
@@ -140,7 +141,10 @@ def dlq_routes(runtime: Runtime, *, on_queued: Callable[[], None] | None = None)
 
     async def replay_endpoint(request: Request) -> Response:
         letter_id = letter_id_of(request.path_params["letter_id"])
-        body = await request.json() if await request.body() else {}
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise InputError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise InputError("the body of a replay is a JSON object such as {\"reason\": \"...\"}")
         reason = str(body.get("reason") or "").strip()
@@ -150,6 +154,7 @@ def dlq_routes(runtime: Runtime, *, on_queued: Callable[[], None] | None = None)
             try:
                 with runtime.database.transaction() as session:
                     letter = replay_letter(session, letter_id, operator)
+                    audit_request(session, request, "dead-letter.replay", str(letter_id), reason or None)
                     reply = {"id": letter.id, "replayed": True, "topic": letter.topic, "service": letter.service,
                              "replayed_at": _iso(letter.replayed_at), "replayed_by": letter.replayed_by}
             except IntegrityError:

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from cdrflow.errors import InputError
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.dedupe.rules import set_hold_same_name
 from services.rater.feesheet import FeeSheetError, read_fee_sheet
 from services.rater.fees import fee_row_view, fee_sheet_versions, fee_sheet_view, load_fee_sheet, set_sdr_for_billing
@@ -38,8 +39,11 @@ def fee_routes(runtime: Runtime) -> list[Route]:
 
         def load() -> dict[str, Any]:
             with database.transaction() as session:
-                return fee_sheet_view(load_fee_sheet(session, runtime.store, q["tariff"], content,
+                view = fee_sheet_view(load_fee_sheet(session, runtime.store, q["tariff"], content,
                                                    source_name=q.get("name", "fees.csv")))
+                audit_request(session, request, "fee-sheet.load", f"{q['tariff']} v{view.get('version')}", None,
+                              {"name": q.get("name", "fees.csv")})
+                return view
 
         try:
             return JSONResponse(await run_in_threadpool(load), status_code=201)
@@ -86,6 +90,7 @@ def fee_routes(runtime: Runtime) -> list[Route]:
                     carrier = set_hold_same_name(session, code, body["hold_same_name"])
                 if "sdr" in body:
                     carrier = set_sdr_for_billing(session, code, SDR_RULES[body["sdr"]])
+                audit_request(session, request, "carrier.rules", code, None, dict(body))
                 return {"carrier": code, "hold_same_name": carrier.hold_same_name,
                         "sdr": "billing" if carrier.sdr_for_billing else "information"}
 

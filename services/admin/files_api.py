@@ -42,6 +42,7 @@ from cdrflow.errors import BadFileError, InputError
 from cdrflow.events import Event, EventType
 from cdrflow.filestatus import file_status
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.dedupe.compare import dates_as_text, first_difference, profile
 from services.dedupe.service import COMMANDS, RETRY, RETRYABLE, candidate_view, candidates_of
 from services.invoicer.credit import REVERSE, ReverseRefusedError, UnknownFileError, check_reversible
@@ -50,7 +51,8 @@ from services.invoicer.periods import month_period
 from services.parser.formats import carrier_format
 from services.rater.fees import fee_counts, fee_views
 
-Publish = Callable[[Topic, str, Event], bool]
+Publish = Callable[..., bool]
+"""``publish(topic, key, event, audited=None)`` of ``services.admin.app``."""
 """Queues an event in the outbox; returns whether the broker acknowledged it already."""
 FILTERS = ("carrier", "kind", "status", "period", "direction", "channel")
 """Exact-match filters of ``GET /files``; ``month`` (the billing period, YYYY-MM) is the other one."""
@@ -242,6 +244,33 @@ def check_reverse(session: Session, file_id: str) -> str | None:
         raise HTTPException(409, str(exc)) from exc
 
 
+def check_file_command(session: Session, file_id: str, command: str) -> str | None:
+    """Whether the file's state allows ``command`` (HTTPException 404/409 with the reason if not);
+    ``"already"`` when it was carried out already."""
+    if command == REVERSE:
+        return check_reverse(session, file_id)
+    if command in OVERLAP_COMMANDS:
+        return check_overlap_command(session, file_id, command)
+    if command == RETRY:
+        return check_retry(session, file_id)
+    return check_command(session, file_id, command)
+
+
+def send_file_command(runtime: Runtime, publish: Publish, file_id: str, command: str, reason: str, operator: str,
+                      audited: Callable[[Session], None]) -> tuple[str | None, bool]:
+    """A file command as the API and the console give it: checked against the file's state, then
+    its admin-command event queued in the outbox with its audit row (``audited``), in one
+    transaction. Returns the command's id and whether the broker has it already; ``(None,
+    False)`` when the command was carried out already (nothing sent, nothing audited)."""
+    with runtime.database.transaction() as session:
+        if check_file_command(session, file_id, command) == "already":
+            return None, False
+    command_id = str(uuid.uuid4())
+    event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=file_id, id=command_id,
+                  data={"command": command, "file_id": file_id, "operator": operator, "reason": reason})
+    return command_id, publish(Topic.ADMIN_COMMANDS, file_id, event, audited)
+
+
 def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
     def list_endpoint(request: Request) -> Response:
         with runtime.database.transaction() as session:
@@ -259,7 +288,10 @@ def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
         if command not in COMMANDS and command not in OVERLAP_COMMANDS and command not in (RETRY, REVERSE):
             raise HTTPException(404, f"no such file command {command!r}: use release, discard, retry, "
                                      "bill-overlaps, skip-overlaps or reverse")
-        body = await request.json() if await request.body() else {}
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise InputError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise InputError("the body of a file command is a JSON object such as {\"reason\": \"...\"}")
         reason = str(body.get("reason") or "").strip()
@@ -267,22 +299,11 @@ def files_routes(runtime: Runtime, publish: Publish) -> list[Route]:
         if command == REVERSE and not reason:
             raise InputError(f"reversing file {file_id} needs a reason (recorded with who and when)")
 
-        def check() -> str | None:
-            with runtime.database.transaction() as session:
-                if command == REVERSE:
-                    return check_reverse(session, file_id)
-                if command in OVERLAP_COMMANDS:
-                    return check_overlap_command(session, file_id, command)
-                if command == RETRY:
-                    return check_retry(session, file_id)
-                return check_command(session, file_id, command)
-
-        if await run_in_threadpool(check) == "already":
+        command_id, announced = await run_in_threadpool(
+            send_file_command, runtime, publish, file_id, command, reason, operator,
+            lambda session: audit_request(session, request, f"file.{command}", file_id, reason or None))
+        if command_id is None:
             return JSONResponse({"command": command, "file_id": file_id, "already": True}, status_code=200)
-        command_id = str(uuid.uuid4())
-        event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=file_id, id=command_id,
-                      data={"command": command, "file_id": file_id, "operator": operator, "reason": reason})
-        announced = await run_in_threadpool(publish, Topic.ADMIN_COMMANDS, file_id, event)
         return JSONResponse({"command_id": command_id, "command": command, "file_id": file_id,
                              "announced": announced}, status_code=202)
 

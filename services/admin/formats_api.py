@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from cdrflow.errors import InputError
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.parser.custom import (
     custom_format_source, list_formats, remove_format, save_format, set_carrier_format,
 )
@@ -59,6 +60,7 @@ def format_routes(runtime: Runtime) -> list[Route]:
         def save() -> dict[str, Any]:
             with runtime.database.transaction() as session:
                 definition, version = save_format(session, text, origin="definition")
+                audit_request(session, request, "format.save", definition.name, None, {"version": version})
             return {"name": definition.name, "kind": definition.kind, "version": version}
 
         return JSONResponse(await run_in_threadpool(save), status_code=201)
@@ -66,6 +68,7 @@ def format_routes(runtime: Runtime) -> list[Route]:
     def delete_format(request: Request) -> Response:
         with runtime.database.transaction() as session:
             remove_format(session, request.path_params["name"])
+            audit_request(session, request, "format.remove", request.path_params["name"])
         return Response(status_code=204)
 
     async def use_format(request: Request) -> Response:
@@ -85,6 +88,7 @@ def format_routes(runtime: Runtime) -> list[Route]:
             with runtime.database.transaction() as session:
                 s = set_carrier_format(session, carrier, kind, body["format"], zone=body.get("zone"),
                                        max_reject_share=None if share is None else float(share))
+                audit_request(session, request, "carrier.format", f"{carrier} {kind}", None, {"format": s.format})
                 return {"carrier": s.carrier, "kind": s.kind, "format": s.format, "zone": s.zone,
                         "max_reject_share": s.max_reject_share}
 

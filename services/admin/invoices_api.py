@@ -29,6 +29,7 @@ from cdrflow.db.models import CreditNote, Invoice
 from cdrflow.errors import InputError
 from cdrflow.events import Event, EventType
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.invoicer.credit import (
     CREDIT,
     AlreadyCreditedError,
@@ -110,6 +111,16 @@ def invoice_csv_bytes(session: Session, invoice: Invoice, runtime: Runtime) -> b
     return invoice_calls_csv(session, invoice, runtime.settings.zone)
 
 
+def credit_command(session: Session, number: str, *, operator: str, reason: str, source: str) -> Event:
+    """The ``credit`` admin command for invoice ``number``, once it is checked to be creditable
+    (else UnknownInvoiceError, AlreadyCreditedError or CreditRefusedError): ``POST
+    /invoices/{number}/credit`` and the console's Credit alike. The caller publishes it to
+    admin-commands; the invoicer makes the credit note."""
+    check_creditable(session, number)
+    return Event(type=EventType.ADMIN_COMMAND, source=source, subject=number, id=str(uuid.uuid4()),
+                 data={"command": CREDIT, "invoice_number": number, "operator": operator, "reason": reason})
+
+
 def invoices_routes(runtime: Runtime, publish: Publish) -> list[Route]:
     def list_endpoint(request: Request) -> Response:
         with runtime.database.transaction() as session:
@@ -146,7 +157,10 @@ def invoices_routes(runtime: Runtime, publish: Publish) -> list[Route]:
 
     async def credit_endpoint(request: Request) -> Response:
         number = request.path_params["number"]
-        body = await request.json() if await request.body() else {}
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise InputError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise InputError("the body of a credit is a JSON object such as {\"reason\": \"...\"}")
         reason = str(body.get("reason") or "").strip()
@@ -154,10 +168,12 @@ def invoices_routes(runtime: Runtime, publish: Publish) -> list[Route]:
             raise InputError(f"crediting invoice {number} needs a reason (recorded with who and when)")
         operator = request.headers.get("x-operator", "operator")
 
-        def check() -> JSONResponse | None:
+        def check() -> JSONResponse | Event:
             with runtime.database.transaction() as session:
                 try:
-                    check_creditable(session, number)
+                    event = credit_command(session, number, operator=operator, reason=reason, source=runtime.source)
+                    audit_request(session, request, "invoice.credit", number, reason)
+                    return event
                 except UnknownInvoiceError as exc:
                     raise HTTPException(404, str(exc)) from exc
                 except AlreadyCreditedError as exc:
@@ -165,14 +181,11 @@ def invoices_routes(runtime: Runtime, publish: Publish) -> list[Route]:
                                          "credit_note_number": exc.credit_note}, status_code=409)
                 except CreditRefusedError as exc:
                     raise HTTPException(409, str(exc)) from exc
-            return None
 
-        refused = await run_in_threadpool(check)
-        if refused is not None:
-            return refused
-        command_id = str(uuid.uuid4())
-        event = Event(type=EventType.ADMIN_COMMAND, source=runtime.source, subject=number, id=command_id,
-                      data={"command": CREDIT, "invoice_number": number, "operator": operator, "reason": reason})
+        event = await run_in_threadpool(check)
+        if isinstance(event, JSONResponse):
+            return event
+        command_id = event.id
         announced = await run_in_threadpool(publish, Topic.ADMIN_COMMANDS, number, event)
         return JSONResponse({"command_id": command_id, "command": CREDIT, "invoice_number": number,
                              "announced": announced}, status_code=202)

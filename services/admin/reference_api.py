@@ -23,6 +23,7 @@ from starlette.routing import Route
 from cdrflow.db.models import Customer
 from cdrflow.errors import InputError
 from cdrflow.runtime import Runtime
+from services.admin.auth import audit_request
 from services.rater.plan import Tariff
 from services.rater.ratesheet import RateSheetError
 from services.rater.recon import fee_reconciliation, reconciliation, recon_view
@@ -86,6 +87,12 @@ def reference_routes(runtime: Runtime) -> list[Route]:
         code, body = request.path_params["code"], await _json(request)
         if not body.get("name"):
             raise InputError(f"customer {code}: 'name' is required")
+        for key in ("name", "tariff", "billing_schedule", "billing_email", "tax_code", "currency", "address"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise InputError(f"customer {code}: '{key}' {body[key]!r} must be text")
+        terms = body.get("payment_terms_days")
+        if terms is not None and (isinstance(terms, bool) or not isinstance(terms, int)):
+            raise InputError(f"customer {code}: 'payment_terms_days' {terms!r} must be a whole number of days")
 
         def save() -> dict[str, Any]:
             with database.transaction() as session:
@@ -95,6 +102,7 @@ def reference_routes(runtime: Runtime) -> list[Route]:
                                   currency_code=body.get("currency"), address=body.get("address"),
                                   terms_days=body.get("payment_terms_days"))
                 session.flush()
+                audit_request(session, request, "customer.save", code, None, {"name": body["name"]})
                 return customer_view(customer)
 
         return JSONResponse(await run_in_threadpool(save))
@@ -110,6 +118,7 @@ def reference_routes(runtime: Runtime) -> list[Route]:
                                               carrier=body.get("carrier"), effective_from=_date(body, "effective_from"),
                                               effective_to=_date(body, "effective_to"))
                 row = added.row
+                audit_request(session, request, "cli.add", f"{code} {row.value}", None, {"kind": row.kind})
                 return {"customer": code, "kind": row.kind, "value": row.value, "carrier": row.carrier,
                         "warnings": list(added.warnings)}
 
@@ -125,7 +134,9 @@ def reference_routes(runtime: Runtime) -> list[Route]:
 
         def load() -> dict[str, Any]:
             with database.transaction() as session:
-                return asdict(load_customers_csv(session, content, source=name))
+                loaded = asdict(load_customers_csv(session, content, source=name))
+                audit_request(session, request, "customers.load", name, None, {"bytes": len(content)})
+                return loaded
 
         try:
             return JSONResponse(await run_in_threadpool(load))
@@ -145,6 +156,7 @@ def reference_routes(runtime: Runtime) -> list[Route]:
         def save() -> None:
             with database.transaction() as session:
                 save_tariff(session, tariff, body.get("name"))
+                audit_request(session, request, "tariff.save", code)
 
         await run_in_threadpool(save)
         return JSONResponse({"tariff": code, "schedule": tariff.schedule, "split_bands": tariff.split_bands,
@@ -166,6 +178,8 @@ def reference_routes(runtime: Runtime) -> list[Route]:
                 version = load_rate_sheet(session, runtime.store, content, source_name=q.get("name", "upload.csv"),
                                           kind=q["kind"], owner=q["owner"], direction=q.get("direction", "outbound"),
                                           carrier=q.get("carrier", ""))
+                audit_request(session, request, "rate-sheet.load", f"{version.kind} {version.owner} v{version.version}",
+                              None, {"name": q.get("name", "upload.csv"), "rows": version.rows})
                 return {"kind": version.kind, "owner": version.owner, "direction": version.direction,
                         "carrier": version.carrier, "version": version.version, "rows": version.rows}
 

@@ -26,7 +26,7 @@ class UnbilledClient(AdminClient):
 
 
 def _client(ctx: click.Context) -> UnbilledClient:
-    return UnbilledClient(ctx.obj.admin_url)
+    return UnbilledClient.for_settings(ctx.obj)
 
 
 def _print_json(value: Any) -> None:

@@ -37,7 +37,7 @@ class InvoicesClient(AdminClient):
 
 
 def _client(ctx: click.Context) -> InvoicesClient:
-    return InvoicesClient(ctx.obj.admin_url)
+    return InvoicesClient.for_settings(ctx.obj)
 
 
 def _json(value: Any) -> None:
@@ -67,15 +67,16 @@ def invoices() -> None:
 @click.pass_context
 def invoices_list(ctx: click.Context, customer: str | None, status: str | None, as_json: bool) -> None:
     """Issued invoices, oldest first, with their totals and whether a credit note voided them."""
+    from cdrflow.cli_common import echo_listing
+
     found = _client(ctx).invoice_list(customer, status)
-    if as_json:
-        _json(found)
-        return
-    for inv in found:
-        note = inv.get("credit_note")
-        click.echo(f"{inv['invoice_number']:12} {inv['customer']:10} {inv['period_start']}..{_last_day(inv)}  "
-                   f"{inv['status']:8} total {_money(inv, inv['total'])}"
-                   + (f"  credited by {note['credit_note_number']}" if note else ""))
+    # The table shows the period as people read it, last day inclusive; the JSON keeps the stored
+    # exclusive end (period_end), as the API and the invoice-issued event give it.
+    rows = found if as_json else [inv | {"period": f"{inv['period_start']}..{_last_day(inv)}",
+                                         "credit_note": (inv.get("credit_note") or {}).get("credit_note_number")}
+                                  for inv in found]
+    echo_listing(rows, ("invoice_number", "customer", "period", "status", "net", "tax", "total",
+                        "currency", "credit_note"), as_json, "no invoices")
 
 
 @invoices.command("show")

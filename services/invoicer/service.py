@@ -50,7 +50,9 @@ class Invoicer:
             self._summary(session, d)
             return iter(())
         event.require("carrier", "direction", "calls")
-        calls = ledger_frame(d, from_columns(d["calls"], CALL_SCHEMA))
+        rated = from_columns(d["calls"], CALL_SCHEMA)
+        check_currencies(session, d, rated)
+        calls = ledger_frame(d, rated)  # the ledger keeps no currency: the customer's is the calls'
         if d["part"] == "rerate":
             rows = calls.to_dicts()
             for row in rows:  # the Money column type binds Decimal amounts
@@ -249,6 +251,33 @@ class Invoicer:
             if invoice is not None:
                 add_to_outbox(session, topic, run.customer.code,
                               invoice_issued(invoice, run_id=run.run_id, source=self.runtime.source))
+
+
+def check_currencies(session: Session, d: dict, calls: pl.DataFrame) -> None:
+    """Refuse (BadEventError: the message's fault, dead-lettered) a batch whose calls' currency is
+    not their customer's as this database has it (``customers.currency``), or that names a
+    currency for a call matched to no customer: its charges were priced on other terms.
+
+    Set-based and cheap: the batch's distinct (customer, currency) pairs, one query for those
+    customers' currencies, one join. A customer the database doesn't have is not judged here."""
+    said = calls.select("customer", "currency").unique()
+    codes = said["customer"].drop_nulls().to_list()
+    held = pl.DataFrame(session.execute(select(Customer.code, Customer.currency).where(Customer.code.in_(codes))).all()
+                        if codes else [], schema={"customer": pl.String, "billed_in": pl.String}, orient="row")
+    wrong = said.join(held, on="customer", how="left").filter(
+        pl.when(pl.col("customer").is_null()).then(pl.col("currency").is_not_null())
+        .otherwise(pl.col("billed_in").is_not_null() & pl.col("currency").ne_missing(pl.col("billed_in")))
+    ).sort("customer", "currency", nulls_last=True)
+    if not wrong.height:
+        return
+    problems = "; ".join(
+        f"a call matched to no customer says {currency}" if customer is None
+        else f"customer {customer}'s calls say {currency or 'no currency'}, but {customer} is billed in {billed_in}"
+        for customer, currency, billed_in in wrong.iter_rows())
+    raise BadEventError(
+        f"call-rated batch {d.get('batch')} ({d['part']}) of file {d['file_id']}: {problems}. Its charges are not "
+        f"in the customer's currency: check it ('cdrflow customers show'), then 'cdrflow files retry "
+        f"{d['file_id']}' to rate the file again")
 
 
 def ledger_frame(d: dict, calls: pl.DataFrame) -> pl.DataFrame:

@@ -5,6 +5,7 @@ Pure: no Kafka, no database. The rater service and ``cdrflow rate`` both call
 
 1. numbers normalised to E.164 digits; the call's direction is its own or the file's;
 2. customer: the CLI (outbound) or the dialled DDI (inbound) matched to a customer's CLIs;
+   the call's ``currency`` (of its charge) is that customer's, gathered with its tariff's terms;
 3. destination: on the carrier's own sheet of the customer's tariff first, then on the
    tariff's sheet: the carrier's charge code if the sheet has it, else the longest
    matching dial prefix of the dialled number (rates not yet effective are skipped);
@@ -16,8 +17,9 @@ Pure: no Kafka, no database. The rater service and ``cdrflow rate`` both call
    priced part by part (set-up from the band it started in);
 7. cost: the carrier's own cost from the CDR, else its wholesale sheet; margin = charge − cost.
 
-Calls no customer claims are ``unmatched``; calls with no rate are ``unrated``; each with a reason.
-Money columns are integer micros.
+Calls no customer claims are ``unmatched`` (currency null); calls with no rate are ``unrated``;
+each with a reason. Money columns are integer micros: ``charge`` in ``currency``, ``cost`` and
+``cdr_cost`` in the carrier's billing currency.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def rate_calls(records: pl.DataFrame, plan: RatingPlan, *, carrier: str, directi
     if df["inbound"].any():
         match_key = df.select(pl.when(pl.col("inbound")).then("dialled_n").otherwise("cli_n"))["dialled_n"]
     who = plan.directory.match(match_key, df["account_code"], df["local"], carrier)
+    # tariff terms and currency by customer index: one gather, null for calls no customer claims
     customer = plan.customer_table.select(pl.all().gather(who))
     sheets = plan.customer_sheets(carrier).select(pl.all().gather(who))
     w_out, w_in = plan.wholesale_sheet(carrier, "outbound"), plan.wholesale_sheet(carrier, "inbound")

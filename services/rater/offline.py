@@ -27,7 +27,7 @@ from cdrflow.money import ZERO, from_micros
 from services.parser.api import ParsedBatch, parse_file
 from services.rater.clis import cli_table
 from services.rater.engine import rate_calls
-from services.rater.plan import RETAIL, RatingPlan, SheetKey, Tariff
+from services.rater.plan import DEFAULT_CURRENCY, RETAIL, RatingPlan, SheetKey, Tariff
 from services.rater.ratesheet import read_rate_sheet
 from services.rater.schedule import UK_DEFAULT, Schedule
 
@@ -69,10 +69,12 @@ def offline_plan(rates: Path, *, customers: Path | None, schedule: Path | None, 
         {"customer": [ANYONE], "kind": ["prefix"], "value": [""]}).with_columns(
         carrier=pl.lit(None, pl.String), effective_from=pl.lit(None, pl.Date), effective_to=pl.lit(None, pl.Date))
     tariff = Tariff(OFFLINE_TARIFF, schedule=schedule_name, split_bands=split_bands)
-    return RatingPlan(zone=zone, tariffs={tariff.code: tariff},
-                      customers=dict.fromkeys(clis["customer"].unique().to_list(), OFFLINE_TARIFF),
+    codes = clis["customer"].unique().to_list()
+    # A customers file names no currency: every customer's charges are in the default one.
+    return RatingPlan(zone=zone, tariffs={tariff.code: tariff}, customers=dict.fromkeys(codes, OFFLINE_TARIFF),
                       clis=clis, sheets={SheetKey(RETAIL, OFFLINE_TARIFF, direction): read_rate_sheet(rates)},
-                      schedules=schedules, country_code=country_code)
+                      schedules=schedules, country_code=country_code,
+                      currencies=dict.fromkeys(codes, DEFAULT_CURRENCY))
 
 
 def _customers(path: Path, country_code: str) -> pl.DataFrame:

@@ -17,6 +17,8 @@ from services.rater.ratesheet import DECK_SCHEMA, RateSheet
 from services.rater.schedule import UK_DEFAULT, Schedule
 
 RETAIL, WHOLESALE = "retail", "wholesale"
+DEFAULT_CURRENCY = "GBP"
+"""A customer's currency when the plan is not told it (as ``customers.currency`` defaults)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ class RatingPlan:
     - ``rate_by_band`` / ``setup_by_band``: each row's peak, offpeak, weekend rate (set-up) at
       ``band·len(deck) + _r`` (band: index into ``BANDS``), see ``band_row``;
     - ``band_table``: every schedule's band per minute of the week, schedule ``k`` at ``k·WEEK``;
-    - ``customer_table``: per customer of ``directory.customers`` (same order), its tariff's terms.
+    - ``customer_table``: per customer of ``directory.customers`` (same order), its tariff's terms
+      and its currency (``currencies``, else ``DEFAULT_CURRENCY``), gathered per call by the
+      call's customer index: a matched call says the currency of its charge, an unmatched one null.
     """
 
     zone: ZoneInfo
@@ -68,6 +72,7 @@ class RatingPlan:
     sheets: dict[SheetKey, RateSheet]
     schedules: dict[str, Schedule] = field(default_factory=dict)
     country_code: str = "44"
+    currencies: dict[str, str] = field(default_factory=dict)  # customer → ISO 4217 code of its charges
 
     def __post_init__(self) -> None:
         self.schedules = {UK_DEFAULT.name: UK_DEFAULT} | self.schedules
@@ -99,7 +104,8 @@ class RatingPlan:
 
     def _customer_table(self) -> pl.DataFrame:
         """Per directory customer (in its order): tariff, schedule (index into ``schedule_names``),
-        split_bands, places, rounding, charge_unanswered; all null for a customer without a tariff."""
+        split_bands, places, rounding, charge_unanswered (all null for a customer without a
+        tariff), and currency (never null: a customer without a tariff still has one)."""
         rows = []
         for customer in self.directory.customers.to_list():
             code = self.customers.get(customer)
@@ -107,9 +113,12 @@ class RatingPlan:
             rows.append((code, *((None,) * 5 if tariff is None else (
                 self.schedule_names.index(tariff.schedule), tariff.split_bands, tariff.places, tariff.rounding,
                 tariff.charge_unanswered))))
+        customers = self.directory.customers
         return pl.DataFrame(rows, orient="row", schema={
             "tariff": pl.String, "schedule": pl.UInt32, "split_bands": pl.Boolean, "places": pl.Int64,
-            "rounding": pl.String, "charge_unanswered": pl.Boolean}).with_columns(customer=self.directory.customers)
+            "rounding": pl.String, "charge_unanswered": pl.Boolean}).with_columns(
+            customer=customers,
+            currency=customers.replace_strict(self.currencies, default=DEFAULT_CURRENCY, return_dtype=pl.String))
 
     def customer_sheets(self, carrier: str) -> pl.DataFrame:
         """Per directory customer: the sheet ids of its tariff, ``{carrier,base}_sheet_{outbound,inbound}``:

@@ -250,7 +250,9 @@ def load_plan(session: Session, store: FileStore, zone: ZoneInfo, country_code: 
         t.code: Tariff(t.code, t.schedule, t.split_bands, t.places, t.rounding, t.charge_unanswered)
         for t in session.scalars(select(TariffRow))
     }
-    customers = {c.code: c.tariff for c in session.scalars(select(Customer)) if c.tariff}
+    rows = session.execute(select(Customer.code, Customer.tariff, Customer.currency)).all()
+    customers = {code: tariff for code, tariff, _ in rows if tariff}
+    currencies = {code: currency for code, _, currency in rows}  # every customer's, tariff or not
     clis = _cli_table(session)
     newest = select(RateSheetVersion.kind, RateSheetVersion.owner, RateSheetVersion.direction,
                     RateSheetVersion.carrier, func.max(RateSheetVersion.version).label("version")) \
@@ -266,7 +268,7 @@ def load_plan(session: Session, store: FileStore, zone: ZoneInfo, country_code: 
         for v in active
     }
     return RatingPlan(zone=zone, tariffs=tariffs, customers=customers, clis=clis, sheets=sheets,
-                      schedules=schedules, country_code=country_code)
+                      schedules=schedules, country_code=country_code, currencies=currencies)
 
 
 def load_tariffs(session: Session, path: Path) -> int:

@@ -21,7 +21,7 @@ _json = click.option("--json", "as_json", is_flag=True, help="print JSON instead
 def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
     from cdrflow.client import AdminClient
 
-    return AdminClient(ctx.obj.admin_url)
+    return AdminClient.for_settings(ctx.obj)
 
 
 def _print_json(value: Any) -> None:
@@ -151,6 +151,17 @@ def charges_list(ctx: click.Context, customer: str | None, as_json: bool) -> Non
     for c in rows:
         click.echo(f"{c['id']:>5}  {c['customer']:10} {c['amount']:>10} {c['quantity']:>4}  {c['frequency']:9} "
                    f"{c['start']:10} {c['end'] or '-':10} {c['billed_until'] or '-':10} {c['description']}")
+
+
+@charges.command("show")
+@click.argument("charge_id")
+@_json
+@click.pass_context
+def charges_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
+    """A charge: amount, frequency, start and end, and how far runs have billed it."""
+    from cdrflow.cli_common import echo_object
+
+    echo_object(_admin(ctx).shown("charges", charge_id), as_json)
 
 
 @charges.command("end")

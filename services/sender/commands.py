@@ -31,7 +31,7 @@ class DeliveryClient(AdminClient):
 
 
 def _client(ctx: click.Context) -> DeliveryClient:
-    return DeliveryClient(ctx.obj.admin_url)
+    return DeliveryClient.for_settings(ctx.obj)
 
 
 def _minute(iso: str | None) -> str:

@@ -34,6 +34,7 @@ import orjson
 from cdrflow.bus import Topic, topic_name
 from cdrflow.client import AdminClient
 from tests.integration.conftest import read_topic, wait_until
+from tests.authhelp import admin_headers
 
 LONDON = ZoneInfo("Europe/London")
 """The operator's zone (CDRFLOW_TIMEZONE's default): bands, local days and period ends."""
@@ -538,8 +539,8 @@ RUNS = [  # in the order the operator closes them: (customer, period, as the API
 
 
 def test_a_month_of_files_bills_every_invoice_as_recomputed_from_the_files(settings, running, tmp_path):
-    client = AdminClient(settings.admin_url)
-    http = httpx.Client(base_url=settings.admin_url, timeout=30)
+    client = AdminClient.for_settings(settings)
+    http = httpx.Client(base_url=settings.admin_url, timeout=30, headers=admin_headers(settings))
     set_up_reference(http)
 
     files = {

@@ -52,7 +52,7 @@ def stored_calls(database) -> tuple[int, int]:
 def test_rater_killed_mid_file_restarts_to_the_clean_run_result(settings, running, database, tmp_path):
     write_big_file(tmp_path / "big.csv")
     expected_total = clean_run_total(tmp_path / "big.csv", settings, database)
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     file_id = client.upload(tmp_path / "big.csv", carrier="gamma", kind="cdr", period="daily",
                             direction="outbound")["file_id"]
 

@@ -50,7 +50,7 @@ def calls_of(database, file_id: str) -> tuple[int, int]:
 
 def test_a_stuck_file_says_where_it_stopped_and_a_retry_sends_it_through_once(settings, database, tmp_path):
     settings = settings.model_copy(update={"stuck_after_minutes": 0.05})  # 3 s
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     with pipeline(settings, log_dir=str(tmp_path), services=tuple(s for s in CORE if s != "parser")) as procs:
         file_id = upload(client, SAMPLES / "gamma-cdr-20261001.csv")
         wait_until("stuck at parsing", lambda: (client.file(file_id).get("stuck") if status_of(client, file_id)
@@ -75,7 +75,7 @@ def test_a_file_failed_for_its_carrier_format_is_retried_once_the_format_is_fixe
                                                                                  tmp_path):
     """Gamma's own CDR layout, while the carrier is still set to generic-cdr: the file fails with
     the reason; the operator sets the format and retries; the same file is rated, every call once."""
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     file_id = upload(client, REPO / "tests/fixtures/formats/gamma-cdr-20261031.csv")
     wait_until("failed", lambda: status_of(client, file_id) == "failed", timeout=60)
     assert "header lacks cli, dialled, start" in client.file(file_id)["status_reason"]
@@ -133,7 +133,7 @@ def test_hostile_files_end_with_a_clear_reason_and_a_good_file_after_them_is_rat
     whose record-parsed batch would be far over the broker's limit at the batch size set: each
     file ends final with its reason, and the partition keeps moving."""
     settings = settings.model_copy(update={"batch_size": 50_000})
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     header = "cli,dialled,start,duration,charge_code,account_code\n"
     good_row = "+441632960001,01174960123,2026-10-01T09:15:00,125,,\n"
     long_number = tmp_path / "long-number.csv"

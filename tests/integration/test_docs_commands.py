@@ -101,6 +101,7 @@ class Session:
 
     def __init__(self, work: Path, env: dict[str, str], admin_url: str) -> None:
         self.work, self.env, self.admin_url = work, env, admin_url
+        self.admin_token = Path(env["CDRFLOW_DATA_DIR"]) / "admin.token"  # written by the admin service (docs/access.md)
         self.up: subprocess.Popen[bytes] | None = None
         self.up_log = work / "cdrflow-up.log"
         self.copies = 0
@@ -140,7 +141,7 @@ class Session:
         self.up = subprocess.Popen(["bash", "-c", f"exec {text}"], cwd=self.work, env=self.env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        client = AdminClient(self.admin_url)
+        client = AdminClient(self.admin_url, token_file=self.admin_token)
         deadline = time.monotonic() + 90
         while not client.health():
             if self.up.poll() is not None or time.monotonic() > deadline:
@@ -174,7 +175,7 @@ class Session:
     def files(self) -> list[dict[str, Any]]:
         """What ``cdrflow files --json`` prints (GET /files), read in-process: polling through the
         command line would cost a Python start-up every half second."""
-        return AdminClient(self.admin_url).files()
+        return AdminClient(self.admin_url, token_file=self.admin_token).files()
 
     def wait_for_file(self, file_id: str, statuses: set[str], where: str) -> dict[str, Any]:
         def settled() -> dict[str, Any] | None:
@@ -261,7 +262,7 @@ def run_command(session: Session, command: Command) -> None:
         customer, period = bill.groups()
 
         def issued() -> bool:
-            found = InvoicesClient(session.admin_url).invoice_list(customer=customer)
+            found = InvoicesClient(session.admin_url, token_file=session.admin_token).invoice_list(customer=customer)
             return any(i["period_start"].startswith(period) for i in found)
 
         session.wait_for(f"{customer}'s invoice for {period}", issued, command.where)

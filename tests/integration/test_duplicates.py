@@ -68,7 +68,7 @@ def test_two_copies_arriving_at_the_same_moment_in_two_processes_give_exactly_on
 
 
 def test_a_gzipped_copy_is_held_and_its_release_parses_it_as_a_new_file(settings, running, database, tmp_path):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     first = client.upload(SAMPLES / "gamma-cdr-20261001.csv", carrier="gamma", kind="cdr", period="daily",
                           direction="outbound")["file_id"]
     wait_until("original rated", lambda: status_of(client, first) == "rated")
@@ -151,7 +151,7 @@ def test_two_files_with_the_same_call_stored_at_the_same_moment_by_two_invoicers
 
 
 def test_a_monthly_file_overlapping_three_daily_files_bills_only_its_new_calls(settings, running, tmp_path):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     day = {d: [f"+441632960001,01174960123,2026-10-0{d}T10:00:00,60,0.0010",
                f"+441632960002,01174960555,2026-10-0{d}T11:00:00,120,0.0020"] for d in (1, 2, 3)}
     new = ["+441632960001,01174960123,2026-10-04T10:00:00,60,0.0010"]
@@ -195,7 +195,7 @@ def test_one_file_by_upload_then_by_email_and_by_ftp_is_held_as_the_same_content
     root = tmp_path / "carrier"
     (root / "daily").mkdir(parents=True)
     (root / "daily" / "gamma-cdr-20261001.csv").write_bytes(CSV)
-    client = AdminClient(s.admin_url)
+    client = AdminClient.for_settings(s)
     with ftp_server(root) as ftp_port, pipeline(s, log_dir=str(tmp_path), services=UNSCHEDULED):
         first = client.upload(SAMPLES / "gamma-cdr-20261001.csv", carrier="gamma", kind="cdr", period="daily",
                               direction="outbound")["file_id"]

@@ -50,6 +50,7 @@ from services.parser.api import parse_file
 from services.rater.engine import rate_calls
 from services.rater.reference import load_plan
 from tests.peers.tcpproxy import TcpProxy
+from tests.authhelp import admin_headers
 
 SERVICES = ("dedupe", "parser", "rater", "invoicer", "admin")
 """The pipeline under test; the collector and mail gateway have nothing to do here."""
@@ -283,7 +284,7 @@ def write_calls(path: Path, index: int, rows: int) -> Path:
 def post_file(settings: Settings, path: Path) -> httpx.Response:
     """``POST /files`` as the console sends it; a long timeout, so a slow reply is seen as one."""
     with path.open("rb") as fh:
-        return httpx.post(f"{settings.admin_url}/files", timeout=120,
+        return httpx.post(f"{settings.admin_url}/files", timeout=120, headers=admin_headers(settings),
                           data={"carrier": "gamma", "kind": "cdr", "period": "daily", "direction": "outbound"},
                           files={"file": (path.name, fh, "text/csv")})
 
@@ -326,7 +327,7 @@ def test_fifty_quick_uploads_are_all_parsed(settings, proxied_settings, db_proxy
             started = time.monotonic()
 
             def upload(path: Path) -> str:
-                return AdminClient(settings.admin_url).upload(path, carrier="gamma", kind="cdr", period="daily",
+                return AdminClient.for_settings(settings).upload(path, carrier="gamma", kind="cdr", period="daily",
                                                               direction="outbound")["file_id"]
 
             with ThreadPoolExecutor(max_workers=8) as pool:
@@ -440,7 +441,7 @@ def test_every_service_killed_broker_restarted_database_cut_ends_as_a_clean_run(
         chaos = Chaos(procs, run, log_dir, broker, db_proxy, database)
 
         def upload(path: Path) -> str:
-            file_id = AdminClient(run.admin_url).upload(path, carrier="gamma", kind="cdr", period="daily",
+            file_id = AdminClient.for_settings(run).upload(path, carrier="gamma", kind="cdr", period="daily",
                                                         direction="outbound")["file_id"]
             chaos.note(f"uploaded {path.name}")
             return file_id
@@ -464,7 +465,7 @@ def test_every_service_killed_broker_restarted_database_cut_ends_as_a_clean_run(
         chaos.note("files final" if all(s in FINAL for s in statuses.values()) else f"gave up: {statuses}")
         assert all(s in FINAL for s in statuses.values()), f"files not in a final state: {statuses}\n{chaos}"
 
-        client = AdminClient(run.admin_url)
+        client = AdminClient.for_settings(run)
         client.close_run("ACME", PERIOD)
         time.sleep(rng.uniform(0.0, 0.5))
         chaos.kill("invoicer")
@@ -488,7 +489,7 @@ def test_every_service_killed_broker_restarted_database_cut_ends_as_a_clean_run(
             time.sleep(1)
         events = issued_invoices(run)
         chaos.note(f"{len(events)} invoice-issued event(s) read")
-        recon = recon_groups(AdminClient(run.admin_url))
+        recon = recon_groups(AdminClient.for_settings(run))
         chaos.check_alive()
         letters = dead_letters(run, database)
         chaos.note("done")
@@ -574,13 +575,13 @@ def test_billing_run_while_broker_is_down_is_done_once(broker_settings, broker, 
     path = write_calls(tmp_path / "gamma-cdr-20261002.csv", 0, 600)
     expected_calls, expected_total = expected_invoices(rated_by_engine([path], s, database))["ACME"]
     with services(dict.fromkeys(SERVICES, s), log_dir):
-        client = AdminClient(s.admin_url)
+        client = AdminClient.for_settings(s)
         file_id = client.upload(path, carrier="gamma", kind="cdr", period="daily", direction="outbound")["file_id"]
         assert wait_for_final(database, [file_id], timeout=90) == {file_id: "rated"}
 
         broker.stop()
         try:
-            reply = httpx.post(f"{s.admin_url}/billing-runs", json={"customer": "ACME", "period": PERIOD},
+            reply = httpx.post(f"{s.admin_url}/billing-runs", headers=admin_headers(s), json={"customer": "ACME", "period": PERIOD},
                                timeout=120)
             retry = cdrflow_cli(s, "bill", "--customer", "ACME", "--period", PERIOD)
         finally:

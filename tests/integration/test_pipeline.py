@@ -31,7 +31,7 @@ def file_status(client: AdminClient, file_id: str) -> str | None:
 
 
 def test_two_files_and_a_copy_give_one_held_copy_calls_once_and_exact_invoices(settings, running, database):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     gamma = upload_sample(client, "gamma-cdr-20261001.csv", "gamma")
     btw = upload_sample(client, "btw-cdr-20261002.csv", "btw")
     wait_until("first gamma file processed", lambda: file_status(client, gamma) in DONE)
@@ -72,7 +72,7 @@ def test_two_files_and_a_copy_give_one_held_copy_calls_once_and_exact_invoices(s
 
 
 def test_every_event_the_services_produced_matches_its_schema(settings, running):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     first = upload_sample(client, "btw-cdr-20261002.csv", "btw")
     wait_until("file rated", lambda: file_status(client, first) == "rated")
     copy = upload_sample(client, "btw-cdr-20261002.csv", "btw")

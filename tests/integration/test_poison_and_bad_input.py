@@ -31,7 +31,7 @@ def test_a_malformed_message_is_dead_lettered_and_the_next_good_one_is_processed
                                             "subject": "", "data": {"file_id": "x"}}), key=b"incomplete")
     producer.flush(10)
 
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     good = client.upload(SAMPLES / "btw-cdr-20261002.csv", carrier="btw", kind="cdr", period="daily",
                          direction="outbound")["file_id"]
     wait_until("good file rated", lambda: client.file(good)["status"] == "rated" if
@@ -53,7 +53,7 @@ def stored_blobs(settings) -> list:
 
 
 def test_bad_uploads_get_a_clear_error_and_nothing_is_half_stored(settings, running, database, tmp_path):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     blobs_before = stored_blobs(settings)  # the sample rate sheets live in the store too
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
@@ -78,7 +78,7 @@ def test_bad_uploads_get_a_clear_error_and_nothing_is_half_stored(settings, runn
 
 
 def test_a_binary_file_fails_with_its_reason_and_its_bytes_are_kept(settings, running, tmp_path):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     logo = tmp_path / "logo.png"
     logo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     reply = client.upload(logo, carrier="gamma", kind="cdr", period="daily", direction="outbound")

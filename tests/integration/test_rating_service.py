@@ -22,7 +22,7 @@ def calls_by_row(database, file_id: str) -> dict[int, Call]:
 
 
 def test_calls_carry_their_rating_and_reconciliation_is_rerated_after_a_fix(settings, running, database, tmp_path):
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     cdr = tmp_path / "gamma-extra.csv"
     cdr.write_text("cli,dialled,start,duration,cost\n"
                    "+441632960001,01174960123,2026-10-06T10:00:00,60,\n"          # rated, cost from wholesale

@@ -37,7 +37,7 @@ def test_two_instances_of_each_stage_share_one_file_and_store_it_once(settings, 
     procs = {key: spawn_service(key.rstrip("12"), run, str(directory)) for key, directory in logs.items()}
     try:
         wait_for_admin(run, procs, timeout=60)
-        file_id = AdminClient(run.admin_url).upload(path, carrier="gamma", kind="cdr", period="daily",
+        file_id = AdminClient.for_settings(run).upload(path, carrier="gamma", kind="cdr", period="daily",
                                                      direction="outbound")["file_id"]
 
         def rated() -> bool:

@@ -19,6 +19,7 @@ from cdrflow.demo import SAMPLES
 from cdrflow.orchestrate import settings_env, spawn_service, stop_processes, wait_for_admin
 from tests.integration.conftest import read_topic
 from tests.schemas import validate_event
+from tests.authhelp import admin_headers
 
 BIG = 64 * 1024 * 1024  # bytes: far more than the memory growth the upload may cause
 ALLOWED_GROWTH = 16 * 1024 * 1024  # bytes of peak resident memory an upload of BIG may add
@@ -54,7 +55,7 @@ def arrived(settings, count: int) -> list[dict]:
 def test_a_multipart_upload_is_stored_and_announced_with_what_the_operator_said(settings, admin, tmp_path):
     sample = SAMPLES / "btw-cdr-20261002.csv"
     with sample.open("rb") as fh:
-        reply = httpx.post(f"{settings.admin_url}/files", timeout=30,
+        reply = httpx.post(f"{settings.admin_url}/files", timeout=30, headers=admin_headers(settings),
                            data={"carrier": "btw", "kind": "sdr", "period": "monthly", "direction": "inbound"},
                            files={"file": ("../../etc/btw monthly.csv", fh, "text/csv")})
     # 202: stored and its file-arrived event committed to the outbox; the broker has it already
@@ -78,13 +79,13 @@ def test_a_multipart_upload_is_stored_and_announced_with_what_the_operator_said(
 
 def test_a_multipart_upload_missing_a_field_or_naming_an_unknown_carrier_is_refused(settings, admin):
     files = {"file": ("x.csv", b"cli,dialled\n", "text/csv")}
-    no_period = httpx.post(f"{settings.admin_url}/files", timeout=30, files=files,
+    no_period = httpx.post(f"{settings.admin_url}/files", timeout=30, headers=admin_headers(settings), files=files,
                            data={"carrier": "btw", "kind": "cdr", "direction": "outbound"})
     assert (no_period.status_code, no_period.json()["error"]) == (400, "missing form field(s): period")
-    no_file = httpx.post(f"{settings.admin_url}/files", timeout=30, files={"other": ("x.csv", b"1", "text/csv")},
+    no_file = httpx.post(f"{settings.admin_url}/files", timeout=30, headers=admin_headers(settings), files={"other": ("x.csv", b"1", "text/csv")},
                          data={"carrier": "btw", "kind": "cdr", "period": "daily", "direction": "outbound"})
     assert no_file.status_code == 400 and "part named 'file'" in no_file.json()["error"]
-    unknown = httpx.post(f"{settings.admin_url}/files", timeout=30, files=files,
+    unknown = httpx.post(f"{settings.admin_url}/files", timeout=30, headers=admin_headers(settings), files=files,
                          data={"carrier": "nope", "kind": "cdr", "period": "daily", "direction": "outbound"})
     assert unknown.status_code == 422 and "unknown carrier 'nope'" in unknown.json()["error"]
     assert read_topic(settings.bootstrap, topic_name(settings.namespace, Topic.FILE_ARRIVED), 1, timeout=3) == []
@@ -107,7 +108,7 @@ def _big_file(path: Path) -> str:
 def test_a_big_upload_is_streamed_not_read_into_the_servers_memory(settings, admin, tmp_path):
     big = tmp_path / "big.csv"
     fingerprint = _big_file(big)
-    client = AdminClient(settings.admin_url)
+    client = AdminClient.for_settings(settings)
     small = tmp_path / "small.csv"
     small.write_bytes(b"cli,dialled,start,duration\n")
     client.upload(small, carrier="gamma", kind="cdr", period="daily", direction="outbound")  # warm the server up
@@ -116,7 +117,7 @@ def test_a_big_upload_is_streamed_not_read_into_the_servers_memory(settings, adm
     multipart = client.upload(big, carrier="gamma", kind="cdr", period="daily", direction="outbound")
     after_multipart = peak_rss(admin)
     with big.open("rb") as fh:
-        raw = httpx.post(f"{settings.admin_url}/files", content=fh, timeout=120,
+        raw = httpx.post(f"{settings.admin_url}/files", content=fh, timeout=120, headers=admin_headers(settings),
                          params={"carrier": "gamma", "kind": "cdr", "period": "daily", "direction": "outbound",
                                  "name": "big.csv"}).json()
     after_raw = peak_rss(admin)

@@ -12,7 +12,7 @@ from cdrflow.callrecords import RECORD_SCHEMA
 from cdrflow.money import from_micros, to_micros
 from services.rater.clis import parse_cli
 from services.rater.engine import rate_calls
-from services.rater.plan import RETAIL, WHOLESALE, RatingPlan, SheetKey, Tariff
+from services.rater.plan import DEFAULT_CURRENCY, RETAIL, WHOLESALE, RatingPlan, SheetKey, Tariff
 from services.rater.ratesheet import read_rate_sheet
 
 LONDON = ZoneInfo("Europe/London")
@@ -29,7 +29,9 @@ def call(start: datetime, duration: int, *, cli="+441632960001", dialled="011749
 
 
 def plan(rates: str, *, tariff: Tariff | None = None, clis=(("ACME", "+441632960001"),), carrier_rates=None,
-         wholesale=None, inbound=None, schedules=None) -> RatingPlan:
+         wholesale=None, inbound=None, schedules=None, currencies=None) -> RatingPlan:
+    """One tariff for every customer of ``clis``; each customer's currency from ``currencies``
+    (customer → ISO 4217 code), else the default GBP."""
     tariff = tariff or Tariff("standard")
     sheets = {SheetKey(RETAIL, tariff.code, "outbound"): read_rate_sheet(rates.encode())}
     if carrier_rates:
@@ -40,8 +42,10 @@ def plan(rates: str, *, tariff: Tariff | None = None, clis=(("ACME", "+441632960
         sheets[SheetKey(WHOLESALE, "gamma", "outbound")] = read_rate_sheet(wholesale.encode())
     entries = [parse_cli(customer, text) if isinstance(text, str) else parse_cli(customer, **text)
                for customer, text in clis]
-    return RatingPlan(zone=LONDON, tariffs={tariff.code: tariff}, customers={c: tariff.code for c, _ in clis},
-                      clis=entries, sheets=sheets, schedules=schedules or {})
+    customers = {c: tariff.code for c, _ in clis}
+    return RatingPlan(zone=LONDON, tariffs={tariff.code: tariff}, customers=customers,
+                      clis=entries, sheets=sheets, schedules=schedules or {},
+                      currencies={c: (currencies or {}).get(c, DEFAULT_CURRENCY) for c in customers})
 
 
 def rate(the_plan: RatingPlan, *calls: dict, carrier="gamma", direction="outbound") -> list[dict]:

@@ -17,12 +17,13 @@ from cdrflow.db.models import Customer, CustomerCharge, ReferenceChange
 from services.admin.app import create_app
 from tests.unit.test_dlq_api import RecordingProducer
 from tests.unit.test_handlers import runtime  # noqa: F401  (fixture)
+from tests.authhelp import authed
 
 
 @pytest.fixture
 def api(runtime):
     runtime.__dict__["producer"] = RecordingProducer()
-    client = TestClient(create_app(runtime))
+    client = authed(TestClient(create_app(runtime)), runtime)
     yield client
     client.close()
 

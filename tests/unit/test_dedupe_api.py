@@ -12,31 +12,16 @@ from services.admin.app import create_app
 from services.dedupe.service import Dedupe
 from tests.unit.test_dedupe_service import CSV, arrive
 from tests.unit.test_handlers import handle, runtime, through_pipeline  # noqa: F401  (fixture)
+from tests.authhelp import authed
+from tests.fakes import RecordingProducer
 
 EXTRA = b"+441632960001,01174960123,2026-10-02T23:00:00,5,0.0001\n"
-
-
-class RecordingProducer:
-    """Stands in for the broker at unit level: the integration tests send through the real one."""
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, topic, key, event):
-        self.sent.append((topic, key, event))
-
-    def send_raw(self, topic, key, payload):
-        """What the admin API's outbox relay sends: the queued event's bytes."""
-        self.sent.append((topic, key, Event.from_bytes(payload)))
-
-    def flush(self, timeout=None):
-        return 0
 
 
 @pytest.fixture
 def api(runtime):
     runtime.__dict__["producer"] = RecordingProducer()
-    with TestClient(create_app(runtime)) as client:
+    with authed(TestClient(create_app(runtime)), runtime) as client:
         yield client
 
 
@@ -154,8 +139,8 @@ def cli(api, monkeypatch, *args):
     from cdrflow.cli import main
 
     class InProcessClient(client_module.AdminClient):
-        def __init__(self, base_url, timeout=60):
-            self.base_url, self._http = base_url, api
+        def __init__(self, base_url, timeout=60, **_):
+            self.base_url, self._http, self._token, self._token_file = base_url, api, None, None
 
     monkeypatch.setattr(client_module, "AdminClient", InProcessClient)
     return CliRunner().invoke(main, ["files", *args])

@@ -31,6 +31,7 @@ from tests.schemas import validate_event
 from tests.peers.smtp import Inbox, smtp_relay
 from tests.unit.test_handlers import handle
 from tests.unit.test_handlers import runtime as base_runtime  # noqa: F401  (fixture)
+from tests.authhelp import authed
 
 NUMBER = "INV-000001"
 ISSUED_AT = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -289,7 +290,7 @@ def test_an_invoice_that_cannot_be_rendered_fails_its_attempt_with_the_reason(ru
 
 @pytest.fixture
 def api(runtime):
-    client = TestClient(create_app(runtime))  # not entered: no lifespan, so no background relay
+    client = authed(TestClient(create_app(runtime)), runtime)  # not entered: no lifespan, so no background relay
     yield client
     client.close()
 

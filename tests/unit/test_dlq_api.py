@@ -20,6 +20,7 @@ from cdrflow.events import Event, EventType
 from services.admin.app import create_app
 from services.admin.dlq_api import dlq_routes
 from tests.unit.test_handlers import runtime  # noqa: F401  (fixture)
+from tests.authhelp import authed
 
 FILE_ID = "0b7e7a52-5d3c-4a51-9d59-2f7bd1a0c7e1"
 FAILED_AT = datetime(2026, 10, 2, 9, 30, tzinfo=UTC)
@@ -47,7 +48,7 @@ def api(runtime):
     app = create_app(runtime)
     if not any(getattr(r, "path", None) == "/dead-letters" for r in app.routes):
         app.router.routes.extend(dlq_routes(runtime))  # until app.py lists dlq_routes itself
-    client = TestClient(app)  # not entered: no lifespan, so no background relay; tests drive the relay
+    client = authed(TestClient(app), runtime)  # not entered: no lifespan, so no background relay; tests drive the relay
     yield client
     client.close()
 

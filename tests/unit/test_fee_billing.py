@@ -26,6 +26,7 @@ from services.rater.recon import fee_reconciliation
 from services.rater.reference import add_cli
 from services.rater.service import Rater
 from tests.unit.test_handlers import handle, runtime  # noqa: F401  (the fixture: sample reference data)
+from tests.authhelp import authed
 
 SDR = Path(__file__).parents[1] / "fixtures" / "formats" / "generic-sdr-202610.csv"
 SHEET = b"""event_type,reference,description,rule,price,markup,cost,per,effective_from
@@ -196,7 +197,7 @@ def test_recon_lists_unmatched_and_unpriced_fees_by_reference_with_count_and_cos
     assert groups == {("unmatched", "FEATURE-CB", "gamma", 1, Decimal(rows[4]["amount"])),
                       ("unmatched", "+441632960003", "gamma", 1, Decimal(rows[5]["amount"])),
                       ("unpriced", "+441632960002", "gamma", 1, Decimal(rows[3]["amount"]))}
-    with TestClient(create_app(sdr_runtime)) as client:
+    with authed(TestClient(create_app(sdr_runtime)), sdr_runtime) as client:
         recon = client.get("/recon").json()
     fee_groups = [g for g in recon if g["subject"] == "fee"]
     assert {(g["status"], g["key"], g["fees"], Decimal(g["cost"])) for g in fee_groups} == {
@@ -231,7 +232,7 @@ def test_a_fee_sheet_with_errors_is_refused_with_every_problem_and_its_line(sdr_
     result = CliRunner().invoke(cli_main(), ["fees", "load", "business", str(write(sdr_runtime, bad)), "--json"],
                                 env=env_of(sdr_runtime))
     assert result.exit_code == 1 and '"line 3: rule fixed needs a price"' in result.output
-    with TestClient(create_app(sdr_runtime)) as client:
+    with authed(TestClient(create_app(sdr_runtime)), sdr_runtime) as client:
         over_api = client.post("/fee-sheets?tariff=business&name=bad.csv", content=bad)
         assert over_api.status_code == 422 and len(over_api.json()["problems"]) == 3
         assert client.get("/fee-sheets").json() == []  # nothing loaded
@@ -241,7 +242,7 @@ def test_fee_sheets_load_as_new_versions_and_list_and_show(sdr_runtime):
     runner, env, path = CliRunner(), env_of(sdr_runtime), write(sdr_runtime, SHEET)
     first = runner.invoke(cli_main(), ["fees", "load", "business", str(path)], env=env)
     assert first.exit_code == 0 and "version 1 active, 3 rows" in first.output
-    with TestClient(create_app(sdr_runtime)) as client:
+    with authed(TestClient(create_app(sdr_runtime)), sdr_runtime) as client:
         loaded = client.post("/fee-sheets?tariff=business&name=v2.csv", content=SHEET)
         assert loaded.status_code == 201 and loaded.json()["version"] == 2
         assert [(v["version"], v["active"]) for v in client.get("/fee-sheets").json()] == [(1, False), (2, True)]

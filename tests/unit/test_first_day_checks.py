@@ -29,6 +29,7 @@ from services.rater.reference import add_cli_with_warnings, load_customers_csv, 
 from services.rater.schedule import Schedule, ScheduleError
 from tests.unit.test_formats_custom import ACME
 from tests.unit.test_formats_golden import FIXTURES
+from tests.authhelp import authed
 
 BUILT_IN = "asterisk, broadworks, cucm, freeswitch, gamma, gamma-rental, generic-cdr, generic-sdr"
 
@@ -112,7 +113,7 @@ def test_formats_use_and_its_api_refuse_an_unknown_format_listing_the_known_ones
     cli("carriers", "add", "btw", "--name", "BT Wholesale")
     refused = cli("formats", "use", "btw", "--kind", "cdr", "--format", "nosuch")
     assert refused.exit_code == 1 and f"unknown file format 'nosuch' (known: {BUILT_IN})" in refused.output
-    with TestClient(create_app(runtime)) as client:
+    with authed(TestClient(create_app(runtime)), runtime) as client:
         reply = client.put("/carriers/btw/formats/cdr", json={"format": "nosuch"})
     assert reply.status_code == 422 and f"(known: {BUILT_IN})" in reply.json()["error"]
     with runtime.database.transaction() as session, pytest.raises(UnknownFormatError) as caught:
@@ -190,7 +191,7 @@ def test_the_files_api_filters_by_the_operators_words_and_refuses_a_status_that_
                                "cdrflow/admin")
         with runtime.database.transaction() as session:
             list(Dedupe(runtime).on_file_arrived(arrived, session))
-    with TestClient(create_app(runtime)) as client:
+    with authed(TestClient(create_app(runtime)), runtime) as client:
         held = client.get("/files", params={"status": "Potential Duplicate"})
         assert held.status_code == 200 and [f["status"] for f in held.json()] == ["held"]
         assert [f["status"] for f in client.get("/files", params={"status": "accepted"}).json()] == ["accepted"]
@@ -359,7 +360,7 @@ def test_the_cli_commands_print_the_warning(cli, customers, tmp_path):
 
 
 def test_the_api_answers_with_the_warnings(customers):
-    with TestClient(create_app(customers)) as client:
+    with authed(TestClient(create_app(customers)), customers) as client:
         one = client.post("/customers/BETA/clis", json={"cli": "+441632960050"})
         assert one.status_code == 201
         assert one.json()["warnings"] == ["CLI +441632960050 lies inside range 441632960000-441632960099 of "

@@ -20,6 +20,7 @@ from services.parser.api import parse_stream
 from services.parser.custom import custom_formats, list_formats, remove_format, save_format, set_carrier_format
 from services.parser.definition import FormatDefinitionError, definition_from_toml
 from services.parser.formats import carrier_format
+from tests.authhelp import authed
 
 ACME = """
 name = "acme-switch"
@@ -155,7 +156,7 @@ def test_a_carrier_setting_is_checked_when_saved(db, kind, fmt, zone, message):
 
 
 def test_formats_are_defined_and_given_to_carriers_over_the_api(db):
-    with TestClient(create_app(db)) as client:
+    with authed(TestClient(create_app(db)), db) as client:
         saved = client.post("/formats", content=ACME.encode(), headers={"content-type": "application/toml"})
         assert saved.status_code == 201 and saved.json() == {"name": "acme-switch", "kind": "cdr", "version": 1}
         bad = client.post("/formats", content=ACME.replace("cost = 6", "costs = 6").encode())

@@ -28,6 +28,7 @@ from tests.schemas import validate_event
 from tests.unit.test_credit_notes import billed_october
 from tests.unit.test_dlq_api import RecordingProducer
 from tests.unit.test_handlers import handle
+from tests.authhelp import authed
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def runtime(tmp_path):
 def api(runtime, monkeypatch):
     monkeypatch.setattr(services.admin.app, "ANNOUNCE_WAIT_S", 0)  # no relay runs here: don't wait for it
     runtime.__dict__["producer"] = RecordingProducer()
-    client = TestClient(create_app(runtime))  # not entered: no lifespan, no background relay
+    client = authed(TestClient(create_app(runtime)), runtime)  # not entered: no lifespan, no background relay
     billed_october(runtime)
     yield client
     client.close()

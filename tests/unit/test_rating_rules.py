@@ -172,6 +172,17 @@ def test_the_records_own_direction_overrides_the_files():
     assert r["charge"] == Decimal("0.02")
 
 
+def test_a_calls_currency_is_its_customers_and_null_when_no_customer_claims_it():
+    clis = (("EURO", "+441632960001"), ("ACME", "+441632960002"))
+    p = plan(sheet(), clis=clis, currencies={"EURO": "EUR"})  # ACME: the default, GBP
+    euro, acme, unrated, unmatched = rate(p, call(MON_9, 60), call(MON_9, 60, cli="+441632960002"),
+                                          call(MON_9, 60, dialled="+33142685300"), call(MON_9, 60, cli="01999000000"))
+    assert (euro["customer"], euro["currency"], euro["charge"]) == ("EURO", "EUR", Decimal("0.1"))  # 60 s × 0.10/60
+    assert (acme["customer"], acme["currency"]) == ("ACME", "GBP")
+    assert (unrated["status"], unrated["currency"]) == ("unrated", "EUR")  # its customer's, though not priced
+    assert (unmatched["status"], unmatched["customer"], unmatched["currency"]) == ("unmatched", None, None)
+
+
 # --- carriers --------------------------------------------------------------------------------
 
 def test_a_per_carrier_sheet_overrides_the_tariff_for_that_carriers_calls_only():

@@ -10,6 +10,7 @@ from cdrflow.runtime import Runtime
 from cdrflow.settings import Settings
 from services.admin.app import create_app
 from services.rater.reference import load_plan
+from tests.authhelp import authed
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def api(tmp_path):
     settings = Settings(data_dir=tmp_path)
     migrate(settings.effective_database_url)
     runtime = Runtime(settings, "admin")
-    with TestClient(create_app(runtime)) as client:
+    with authed(TestClient(create_app(runtime)), runtime) as client:
         yield client, runtime
     runtime.database.dispose()
 

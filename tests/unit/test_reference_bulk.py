@@ -26,6 +26,7 @@ from services.admin.app import create_app
 from services.rater.clis import ENTRY_SCHEMA, Claim, CliClaims, CliEntry, check_claims, parse_cli, read_clis
 from services.rater.plan import Tariff
 from services.rater.reference import add_cli, load_customers_csv, load_plan, save_customer, save_tariff
+from tests.authhelp import authed
 
 HEADER = "customer,name,tariff,cli\n"
 
@@ -307,7 +308,7 @@ def test_the_customers_file_loads_over_the_api_all_or_nothing(tmp_path):
     settings = Settings(data_dir=tmp_path)
     migrate(settings.effective_database_url)
     runtime = Runtime(settings, "admin")
-    with TestClient(create_app(runtime)) as client:
+    with authed(TestClient(create_app(runtime)), runtime) as client:
         client.put("/tariffs/business", json={}).raise_for_status()
         bad = client.post("/customers/load?name=resellers.csv",
                           content=(HEADER + "ACME,Acme,business,+441632960001\nBETA,Beta,business,+441632960001\n"))

@@ -25,6 +25,7 @@ from services.scheduler.service import Scheduler
 from tests.schemas import validate_event
 from tests.unit.test_dlq_api import RecordingProducer
 from tests.unit.test_handlers import handle, runtime, through_pipeline  # noqa: F401  (fixture)
+from tests.authhelp import authed
 
 NOV_CLOSABLE = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)
 """November 2026 ends at 00:00 GMT on 1 December; with 24 h of grace it is closable from here."""
@@ -171,7 +172,7 @@ def test_the_scheduler_stops_when_told(scheduled):
 def bill(runtime, monkeypatch):
     runtime.__dict__["producer"] = RecordingProducer()
     monkeypatch.setattr(services.admin.app, "ANNOUNCE_WAIT_S", 0)  # no relay runs here: don't wait for it
-    api = TestClient(services.admin.app.create_app(runtime))
+    api = authed(TestClient(services.admin.app.create_app(runtime)), runtime)
     client = AdminClient("http://testserver")
     client._http = api
     monkeypatch.setattr(services.scheduler.commands, "_admin", lambda ctx: client)

@@ -2,11 +2,15 @@
 
 import json
 
+import polars as pl
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
+from jsonschema.exceptions import best_match
 
+from cdrflow.batches import to_columns
+from cdrflow.callrecords import CALL_SCHEMA, RECORD_SCHEMA
 from cdrflow.events import Event, EventType
-from tests.schemas import SCHEMA_OF_TYPE, SCHEMAS, validate_event
+from tests.schemas import SCHEMA_OF_TYPE, SCHEMAS, validate_event, validator
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMAS.glob("*.schema.json")), ids=lambda p: p.name)
@@ -47,3 +51,50 @@ def test_a_float_amount_is_refused_by_the_invoice_schema():
 def test_unknown_data_fields_are_refused():
     with pytest.raises(ValidationError, match="Additional properties"):
         validate_event(run_closed(surprise=1))
+
+
+def batch_columns(name: str) -> tuple[set[str], dict]:
+    """The columns a schema's batch part requires, and their properties."""
+    part = json.loads((SCHEMAS / f"{name}.schema.json").read_text())["allOf"][1]["properties"]["data"]["oneOf"][0]
+    columns = part["properties"]["calls" if name == "call-rated" else "records"]
+    return set(columns["required"]), columns["properties"]
+
+
+@pytest.mark.parametrize(("name", "schema"), [("record-parsed", RECORD_SCHEMA), ("call-rated", CALL_SCHEMA)])
+def test_a_batch_schema_requires_exactly_the_columns_the_code_sends(name, schema):
+    on_the_bus = set(to_columns(pl.DataFrame(schema=schema)))  # times as start_us, money as *_micros
+    required, properties = batch_columns(name)
+    assert required == set(properties) == on_the_bus
+
+
+def test_call_rated_says_the_currency_of_its_charges_and_record_parsed_the_carriers_cost():
+    _, calls = batch_columns("call-rated")
+    assert "currency" in calls and "ISO 4217" in calls["currency"]["description"]
+    assert "in the call's 'currency'" in calls["charge_micros"]["items"]["description"]
+    _, records = batch_columns("record-parsed")
+    assert "carrier's billing currency" in records["cost_micros"]["items"]["description"]
+    assert "currency" not in records  # cdrflow keeps no carrier currency yet
+
+
+def call_rated(**columns):
+    calls = {name: [None] for name in batch_columns("call-rated")[0]} | {
+        "row": [2], "cli": ["441632960001"], "dialled": ["441174960123"], "start_us": [1_790_000_000_000_000],
+        "duration": [60], "answered": [True], "direction": ["outbound"], "customer": ["ACME"], "charge_micros": [1000],
+        "currency": ["EUR"], "status": ["rated"]} | columns
+    return Event(type=EventType.CALL_RATED, source="cdrflow/rater", subject="f", data={
+        "part": "batch", "file_id": "6f1c1a52-9a53-4d55-9d7f-2c0f6f0f5a11", "carrier": "gamma",
+        "direction": "outbound", "batch": 0, "count": 1, "calls": calls}).to_dict()
+
+
+def refusal(doc: dict) -> str:
+    """Why the schema refuses ``doc``: the most specific error (inside the oneOf of parts)."""
+    return best_match(validator("call-rated").iter_errors(doc)).message
+
+
+def test_a_call_rated_batch_names_its_currency_by_iso_4217_code():
+    validate_event(call_rated())
+    validate_event(call_rated(customer=[None], currency=[None], charge_micros=[None], status=["unmatched"]))
+    assert refusal(call_rated(currency=["eur"])) == "'eur' does not match '^[A-Z]{3}$'"
+    doc = call_rated()
+    del doc["data"]["calls"]["currency"]
+    assert refusal(doc) == "'currency' is a required property"

@@ -28,6 +28,7 @@ from services.invoicer.service import Invoicer
 from services.scheduler.runs import close_run, run_closed_event
 from tests.schemas import validate_event
 from tests.unit.test_dlq_api import RecordingProducer
+from tests.authhelp import authed
 
 OCTOBER = Period(date(2026, 10, 1), date(2026, 11, 1))
 LONG_NAME = "United Kingdom - Mobile - Vodafone Personal Numbering Service (premium)"
@@ -59,7 +60,7 @@ def runtime(tmp_path):
 @pytest.fixture
 def api(runtime, monkeypatch):
     monkeypatch.setattr(services.admin.app, "ANNOUNCE_WAIT_S", 0)
-    client = TestClient(create_app(runtime))  # not entered: no lifespan, no background relay
+    client = authed(TestClient(create_app(runtime)), runtime)  # not entered: no lifespan, no background relay
     yield client
     client.close()
 

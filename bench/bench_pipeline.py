@@ -84,7 +84,7 @@ from cdrflow.errors import CdrflowError  # noqa: E402
 from cdrflow.filestore import FileStore  # noqa: E402
 from cdrflow.localkafka import LocalKafka, free_port  # noqa: E402
 from cdrflow.money import from_micros  # noqa: E402
-from cdrflow.orchestrate import spawn_service, stop_processes, wait_for_admin  # noqa: E402
+from cdrflow_app.orchestrate import spawn_service, stop_processes, wait_for_admin  # noqa: E402
 from cdrflow.db.models import Carrier  # noqa: E402
 from cdrflow.db.models import Tariff as TariffRow  # noqa: E402
 from cdrflow.reference import record_change  # noqa: E402

@@ -203,7 +203,7 @@ def run_rate(cdrs: Path, deck: Path, customers: Path, out: Path) -> tuple[float,
     """``cdrflow rate`` as an operator runs it; returns wall time, peak RSS (KiB) and its summary."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cdrflow", "rate", "--rates", str(deck), "--customers", str(customers),
+    done = subprocess.run([sys.executable, "-m", "cdrflow_app", "rate", "--rates", str(deck), "--customers", str(customers),
                            str(cdrs), "-o", str(out)], check=True, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -49,7 +49,7 @@ DATA = HERE / ".data"
 DATA_VERSION = "v1"  # part of every generated file's name: bump it when the generator changes
 CUSTOMERS, CLIS, DECK_ROWS = 2_000, 50_000, 200_000
 TARIFFS = ("business", "residential", "wholesale", "partner")
-CDRFLOW = [sys.executable, "-m", "cdrflow"]
+CDRFLOW = [sys.executable, "-m", "cdrflow_app"]
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def floor(server_url: str | None, rows: tuple[list[tuple], list[tuple]]) -> Timi
 
 def imports() -> Timing:
     """A new Python process importing what ``cdrflow customers load`` and ``rates load`` import."""
-    return timed(lambda: subprocess.run([sys.executable, "-c", "import cdrflow.cli, cdrflow.db, "
+    return timed(lambda: subprocess.run([sys.executable, "-c", "import cdrflow_app.cli, cdrflow.db, "
                                          "services.rater.reference"], check=True), child=True)
 
 

@@ -14,7 +14,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import cdrflow, services" 2>/dev/null \
+if ! .venv/bin/python -c "import cdrflow, services, cdrflow_app" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.cdrflow-installed ]; then
     .venv/bin/pip install -q --upgrade pip >&2
     .venv/bin/pip install -q -e '.[test]' >&2

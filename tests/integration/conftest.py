@@ -23,10 +23,10 @@ from sqlalchemy.engine import make_url
 from cdrflow.bus import provision_topics
 from cdrflow.db import Database, migrate
 from cdrflow.filestore import FileStore
-from cdrflow.demo import load_sample_reference
+from cdrflow_app.demo import load_sample_reference
 from cdrflow.localkafka import LocalKafka, free_port
-from cdrflow.orchestrate import PIPELINE_SERVICES
-from cdrflow.orchestrate import pipeline as run_pipeline
+from cdrflow_app.orchestrate import PIPELINE_SERVICES
+from cdrflow_app.orchestrate import pipeline as run_pipeline
 from cdrflow.settings import Settings
 from tests.peers.tcpproxy import TcpProxy
 

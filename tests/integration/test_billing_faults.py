@@ -35,7 +35,7 @@ from sqlalchemy import func, insert, select
 from cdrflow.bus import Topic, topic_name
 from cdrflow.db import Database
 from cdrflow.db.models import BillingRun, Call, Customer, File, Invoice, InvoiceDelivery, NumberSequence
-from cdrflow.orchestrate import spawn_service, stop_processes, wait_for_admin
+from cdrflow_app.orchestrate import spawn_service, stop_processes, wait_for_admin
 from cdrflow.settings import Settings
 from services.sender.delivery import SENT, UNCERTAIN
 from tests.integration.conftest import read_topic

@@ -23,7 +23,7 @@ from cdrflow.bus import Topic, topic_name
 from cdrflow.db.models import CollectedFile, Source
 from cdrflow.errors import InputError
 from cdrflow.localkafka import free_port
-from cdrflow.orchestrate import settings_env, spawn_service, stop_processes
+from cdrflow_app.orchestrate import settings_env, spawn_service, stop_processes
 from cdrflow.runtime import Runtime
 from services.collector.credentials import Credentials, new_secret_key
 from services.collector.errors import TlsMismatchError
@@ -194,7 +194,7 @@ def test_credentials_are_encrypted_at_rest(runtime, tmp_path):
 
 def cdrflow(settings, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """The ``cdrflow`` command as an operator runs it, with ``settings`` in its environment."""
-    return subprocess.run([sys.executable, "-m", "cdrflow", *args], env=os.environ | settings_env(settings),
+    return subprocess.run([sys.executable, "-m", "cdrflow_app", *args], env=os.environ | settings_env(settings),
                           input=input, capture_output=True, text=True, timeout=timeout)
 
 
@@ -250,7 +250,7 @@ def test_a_collector_killed_mid_download_leaves_no_partial_file_and_the_restart_
         for i in range(20_000)))  # about 1 MB: 4 s at the server's 256 kB/s
     fingerprint = hashlib.sha256(big.read_bytes()).hexdigest()
     parts = csettings.data_dir / "collector" / "tmp"
-    command = [sys.executable, "-m", "cdrflow", "collect", "gamma-slow", "--now"]
+    command = [sys.executable, "-m", "cdrflow_app", "collect", "gamma-slow", "--now"]
     with ftp_server(root, bytes_per_second=256 * 1024) as port:
         add_source(runtime, "gamma-slow", "ftp", port, ["*_D_*.csv=cdr,daily,outbound"])
         collector = subprocess.Popen(command, env=os.environ | settings_env(csettings),

@@ -23,7 +23,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from services.admin.accounts import add_user
 
 CHROMIUM = "/usr/bin/chromium"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call
 from cdrflow.filestore import FileStore
-from cdrflow.orchestrate import spawn_service
+from cdrflow_app.orchestrate import spawn_service
 from services.invoicer.tax import call_charges_line, totals
 from services.parser.api import parse_file
 from services.rater.engine import rate_calls

@@ -18,16 +18,16 @@ from sqlalchemy import func, select
 from cdrflow.bus.topics import Topic, topic_name
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call, DeadLetter, Invoice
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from cdrflow.events import Event, EventType
-from cdrflow.orchestrate import pipeline, settings_env, spawn_service
+from cdrflow_app.orchestrate import pipeline, settings_env, spawn_service
 from tests.integration.conftest import REPO, wait_until
 
 CORE = ("dedupe", "parser", "rater", "invoicer", "admin")
 
 
 def cdrflow(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cdrflow", *args], env=os.environ | settings_env(settings),
+    return subprocess.run([sys.executable, "-m", "cdrflow_app", *args], env=os.environ | settings_env(settings),
                           capture_output=True, text=True, timeout=120)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call, FileDecision
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from cdrflow.events import EventType
 from cdrflow.intake import FileMetadata, file_arrived
 from cdrflow.runtime import Runtime
@@ -183,7 +183,7 @@ def test_one_file_by_upload_then_by_email_and_by_ftp_is_held_as_the_same_content
     from email.message import EmailMessage
 
     from cdrflow.localkafka import free_port
-    from cdrflow.orchestrate import pipeline
+    from cdrflow_app.orchestrate import pipeline
     from services.collector.credentials import Credentials, new_secret_key
     from services.collector.rules import parse_rule
     from services.collector.sources import SourceSpec, save_source

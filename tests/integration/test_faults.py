@@ -43,7 +43,7 @@ from cdrflow.db.models import Call, File, Invoice
 from cdrflow.filestore import FileStore
 from cdrflow.localkafka import LocalKafka, free_port
 from cdrflow.money import from_micros
-from cdrflow.orchestrate import settings_env, spawn_service, stop_processes, wait_for_admin
+from cdrflow_app.orchestrate import settings_env, spawn_service, stop_processes, wait_for_admin
 from cdrflow.settings import Settings
 from services.invoicer.tax import call_charges_line, totals
 from services.parser.api import parse_file
@@ -290,7 +290,7 @@ def post_file(settings: Settings, path: Path) -> httpx.Response:
 
 
 def cdrflow_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cdrflow", *args], env=os.environ | settings_env(settings),
+    return subprocess.run([sys.executable, "-m", "cdrflow_app", *args], env=os.environ | settings_env(settings),
                           capture_output=True, text=True, timeout=180)
 
 

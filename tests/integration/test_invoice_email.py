@@ -25,7 +25,7 @@ from cdrflow.bus import EventProducer, Topic, topic_name
 from cdrflow.db import Database
 from cdrflow.db.models import Customer, InvoiceDelivery
 from cdrflow.localkafka import free_port
-from cdrflow.orchestrate import spawn_service, stop_processes
+from cdrflow_app.orchestrate import spawn_service, stop_processes
 from cdrflow.runtime import Runtime
 from cdrflow.settings import Settings
 from services.sender.delivery import FAILED, SENDING, SENT, UNCERTAIN, Relay

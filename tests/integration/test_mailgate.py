@@ -26,7 +26,7 @@ from cdrflow.bus import Topic, topic_name
 from cdrflow.db.models import File, MailMessage
 from cdrflow.filestore import FileStore
 from cdrflow.localkafka import free_port
-from cdrflow.orchestrate import settings_env, spawn_service, stop_processes
+from cdrflow_app.orchestrate import settings_env, spawn_service, stop_processes
 from cdrflow.settings import Settings
 from services.mailgate.carriers import set_mail_rules
 from services.mailgate.extract import Limits, extract
@@ -333,7 +333,7 @@ def test_a_message_is_durable_before_250_and_a_restart_announces_it_once(msettin
 
 
 def cdrflow(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cdrflow", *args], env=os.environ | settings_env(settings),
+    return subprocess.run([sys.executable, "-m", "cdrflow_app", *args], env=os.environ | settings_env(settings),
                           capture_output=True, text=True, timeout=60)
 
 

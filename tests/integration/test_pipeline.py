@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from cdrflow.bus.topics import Topic, topic_name
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call, File
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from tests.integration.conftest import read_messages, read_topic, wait_until
 from tests.schemas import validate_event
 

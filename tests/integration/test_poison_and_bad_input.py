@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from cdrflow.bus.topics import Topic, dead_letter_name, topic_name
 from cdrflow.client import AdminApiError, AdminClient
 from cdrflow.db.models import File
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from cdrflow.errors import BadFileError
-from cdrflow.orchestrate import settings_env
+from cdrflow_app.orchestrate import settings_env
 from tests.integration.conftest import read_topic, wait_until
 from tests.schemas import validate_event
 
@@ -70,7 +70,7 @@ def test_bad_uploads_get_a_clear_error_and_nothing_is_half_stored(settings, runn
     with database.transaction() as session:
         assert session.scalar(select(func.count()).select_from(File)) == 0
 
-    cli = subprocess.run([sys.executable, "-m", "cdrflow", "upload", str(SAMPLES / "btw-cdr-20261002.csv"),
+    cli = subprocess.run([sys.executable, "-m", "cdrflow_app", "upload", str(SAMPLES / "btw-cdr-20261002.csv"),
                           "--carrier", "nope", "--direction", "outbound"],
                          env=os.environ | settings_env(settings), capture_output=True, text=True, timeout=60)
     assert cli.returncode == 1

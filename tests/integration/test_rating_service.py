@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from services.rater.recon import reconciliation
 from services.rater.reference import add_cli, load_rate_sheet
 from cdrflow.filestore import FileStore

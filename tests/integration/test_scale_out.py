@@ -14,7 +14,7 @@ from cdrflow.bus import provision_topics
 from cdrflow.bus.topics import Topic, topic_name
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Call, File
-from cdrflow.orchestrate import spawn_service, stop_processes, wait_for_admin
+from cdrflow_app.orchestrate import spawn_service, stop_processes, wait_for_admin
 from tests.integration.conftest import wait_until
 from tests.integration.test_faults import write_calls
 

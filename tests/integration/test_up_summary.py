@@ -16,7 +16,7 @@ import uuid
 import orjson
 
 from cdrflow.localkafka import free_port
-from cdrflow.orchestrate import PIPELINE_SERVICES, settings_env
+from cdrflow_app.orchestrate import PIPELINE_SERVICES, settings_env
 from cdrflow.settings import Settings
 
 BUDGET_S = 50.0
@@ -45,7 +45,7 @@ def test_up_in_a_terminal_prints_a_summary_writes_json_logs_to_files_and_stops_o
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDRFLOW_") or k == "CDRFLOW_KAFKA_LIBS"}
     leader, follower = pty.openpty()
     deadline = time.monotonic() + BUDGET_S
-    up = subprocess.Popen([sys.executable, "-m", "cdrflow", "up"], cwd=tmp_path, env=env | settings_env(settings),
+    up = subprocess.Popen([sys.executable, "-m", "cdrflow_app", "up"], cwd=tmp_path, env=env | settings_env(settings),
                           stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
     os.close(follower)
     seen: list[str] = []
@@ -85,8 +85,8 @@ def test_a_collector_refusing_to_start_is_reported_with_the_end_of_its_log(tmp_p
     CDRFLOW_SECRET_KEY) stops the start, naming it, its exit status and its log's last line."""
     from cdrflow.db import Database, migrate
     from cdrflow.errors import InfrastructureError
-    from cdrflow.orchestrate import pipeline
-    from cdrflow.up_summary import exited_report
+    from cdrflow_app.orchestrate import pipeline
+    from cdrflow_app.up_summary import exited_report
     from cdrflow.reference import add_carrier
     from services.collector.credentials import Credentials, new_secret_key
     from services.collector.rules import parse_rule

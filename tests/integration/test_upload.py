@@ -15,8 +15,8 @@ import pytest
 
 from cdrflow.bus import Topic, topic_name
 from cdrflow.client import AdminClient
-from cdrflow.demo import SAMPLES
-from cdrflow.orchestrate import settings_env, spawn_service, stop_processes, wait_for_admin
+from cdrflow_app.demo import SAMPLES
+from cdrflow_app.orchestrate import settings_env, spawn_service, stop_processes, wait_for_admin
 from tests.integration.conftest import read_topic
 from tests.schemas import validate_event
 from tests.authhelp import admin_headers
@@ -63,7 +63,7 @@ def test_a_multipart_upload_is_stored_and_announced_with_what_the_operator_said(
     assert reply.json()["announced"] is True
     assert reply.json()["fingerprint"] == hashlib.sha256(sample.read_bytes()).hexdigest()
 
-    cli = subprocess.run([sys.executable, "-m", "cdrflow", "upload", str(sample), "--carrier", "btw",
+    cli = subprocess.run([sys.executable, "-m", "cdrflow_app", "upload", str(sample), "--carrier", "btw",
                           "--kind", "cdr", "--period", "daily", "--direction", "outbound"],
                          env=os.environ | settings_env(settings), capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr

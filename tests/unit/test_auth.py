@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import services.admin.app
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.db.models import ApiToken, AuditEntry, OutboxEntry, User
 from cdrflow.events import Event
 from services.admin import accounts, auth

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 import services.scheduler.commands
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Customer, CustomerCharge, ReferenceChange
 from services.admin.app import create_app

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from cdrflow.cli import main
-from cdrflow.cli_sources import collect_summary
+from cdrflow_app.cli import main
+from services.collector.commands import collect_summary
 from cdrflow.db import migrate
 from cdrflow.db.models import CollectedFile, Source
 from cdrflow.errors import InputError

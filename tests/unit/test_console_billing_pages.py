@@ -16,7 +16,7 @@ import services.admin.app
 from cdrflow.bus import Topic, topic_name
 from cdrflow.db import migrate, models
 from cdrflow.db.models import BillingRun, Call, CustomerCli, InvoiceDelivery, OutboxEntry, RateSheetVersion, Source
-from cdrflow.demo import load_sample_reference
+from cdrflow_app.demo import load_sample_reference
 from cdrflow.events import Event, EventType
 from cdrflow.runtime import Runtime
 from cdrflow.settings import Settings

@@ -20,7 +20,7 @@ from cdrflow.db.models import (
     NumberSequence,
     OutboxEntry,
 )
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from cdrflow.events import Event, EventType
 from cdrflow.intake import FileMetadata, file_arrived
 from services.dedupe.service import Dedupe

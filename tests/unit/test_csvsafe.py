@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.csvsafe import SafeWriter, safe_cell, safe_frame
 from services.invoicer.invoice import InvoiceCall, calls_csv
 from services.parser.api import parse_stream

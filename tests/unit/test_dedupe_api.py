@@ -136,7 +136,7 @@ def cli(api, monkeypatch, *args):
     from click.testing import CliRunner
 
     from cdrflow import client as client_module
-    from cdrflow.cli import main
+    from cdrflow_app.cli import main
 
     class InProcessClient(client_module.AdminClient):
         def __init__(self, base_url, timeout=60, **_):

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from cdrflow.errors import BadFileError
 from services.dedupe.decision import DUPLICATE, SAME_NAME, Accepted, Held, decide
 from services.dedupe.fingerprint import content_fingerprint

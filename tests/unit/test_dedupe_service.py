@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from cdrflow.db.models import Carrier, File, FileDecision, FingerprintClaim
 from cdrflow.events import Event, EventType
 from cdrflow.intake import FileMetadata, file_arrived
-from cdrflow.demo import SAMPLES
+from cdrflow_app.demo import SAMPLES
 from services.dedupe.service import Dedupe
 from tests.unit.test_handlers import handle, runtime  # noqa: F401  (fixture)
 
@@ -145,7 +145,7 @@ def test_a_command_naming_a_file_not_in_the_database_is_not_yet_visible(runtime,
 def test_the_same_name_rule_is_set_per_carrier_from_the_cli_and_logged(runtime):
     from click.testing import CliRunner
 
-    from cdrflow.cli import main
+    from cdrflow_app.cli import main
     from cdrflow.db.models import ReferenceChange
 
     env = {"CDRFLOW_DATA_DIR": str(runtime.settings.data_dir)}

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 import cdrflow.cli_dlq
 from cdrflow.bus import Topic, topic_name
 from cdrflow.bus.outbox import OutboxRelay, add_raw_to_outbox
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.cli_dlq import table
 from cdrflow.client import AdminClient
 from cdrflow.db.models import DeadLetter, OutboxEntry

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from tests.docs_commands import (REPO, Block, Invocation, all_blocks, blocks, commands, inline_invocations, invocations,
                                   sh_blocks)
 

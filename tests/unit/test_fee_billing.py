@@ -266,7 +266,7 @@ def test_fee_sheets_load_as_new_versions_and_list_and_show(sdr_runtime):
 
 
 def cli_main():
-    from cdrflow.cli import main
+    from cdrflow_app.cli import main
 
     return main
 

@@ -107,7 +107,7 @@ def test_the_parts_read_exactly_what_the_whole_file_reads(part_bytes, bad_every,
 def parted(tmp_path):
     """A runtime whose parser cuts files larger than 4 KB."""
     from cdrflow.db import migrate
-    from cdrflow.demo import load_sample_reference
+    from cdrflow_app.demo import load_sample_reference
 
     s = Settings(data_dir=tmp_path, batch_size=50, parse_part_bytes=4096)
     migrate(s.effective_database_url)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.db import migrate
 from cdrflow.db.models import Carrier, File
 from cdrflow.errors import InputError

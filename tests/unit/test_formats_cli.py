@@ -5,7 +5,7 @@ import gzip
 import pytest
 from click.testing import CliRunner
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.db import migrate
 from cdrflow.settings import Settings
 from tests.unit.test_formats_custom import ACME, ACME_FILE

@@ -21,7 +21,7 @@ from services.invoicer.service import Invoicer
 from services.parser.service import Parser
 from services.rater.service import Rater
 from tests.schemas import validate_event
-from cdrflow.demo import SAMPLES, load_sample_reference
+from cdrflow_app.demo import SAMPLES, load_sample_reference
 
 
 @pytest.fixture

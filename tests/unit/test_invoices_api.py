@@ -14,10 +14,10 @@ from starlette.testclient import TestClient
 import cdrflow.cli_files
 import services.admin.app
 import services.invoicer.commands
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.db import migrate
 from cdrflow.db.models import Invoice, OutboxEntry
-from cdrflow.demo import load_sample_reference
+from cdrflow_app.demo import load_sample_reference
 from cdrflow.events import Event
 from cdrflow.runtime import Runtime
 from cdrflow.settings import Settings

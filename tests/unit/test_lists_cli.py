@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.client import AdminClient
 from cdrflow.db.models import Source
 from services.admin.app import create_app

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 
 RATES = """code,destination,peak,offpeak,weekend,setup,minimum,increments
 44,UK geographic,0.0150,0.0100,0.0050,0,0,1/1

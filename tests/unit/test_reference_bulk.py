@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.db import Database, migrate
 from cdrflow.db.models import Customer, CustomerCli
 from cdrflow.errors import InputError

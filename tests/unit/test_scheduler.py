@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 import services.admin.app
 import services.scheduler.commands
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.client import AdminClient
 from cdrflow.db.models import BillingRun, Invoice, OutboxEntry
 from cdrflow.events import Event

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 import services.admin.app
 import services.invoicer.calls_commands
-from cdrflow.cli import main
+from cdrflow_app.cli import main
 from cdrflow.db import migrate
 from cdrflow.db.models import BillingTransaction, Call, Carrier, CarrierTransaction, Customer, CustomerCharge, File, Invoice
 from cdrflow.runtime import Runtime

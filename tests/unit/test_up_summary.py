@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cdrflow.settings import Settings
-from cdrflow.up_summary import (
+from cdrflow_app.up_summary import (
     LAST_LINE_CHARS,
     Infrastructure,
     describe_broker,

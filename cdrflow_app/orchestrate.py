@@ -20,7 +20,7 @@ from cdrflow.errors import InfrastructureError
 from cdrflow.localkafka import LocalKafka
 from cdrflow.log import get_logger
 from cdrflow.settings import Settings
-from cdrflow.up_summary import Infrastructure, describe_broker, describe_database, exited_report
+from cdrflow_app.up_summary import Infrastructure, describe_broker, describe_database, exited_report
 
 log = get_logger(__name__)
 
@@ -61,7 +61,7 @@ def infrastructure(settings: Settings) -> Iterator[Infrastructure]:
 def spawn_service(service: str, settings: Settings, log_dir: str | None = None) -> subprocess.Popen[bytes]:
     env = os.environ | settings_env(settings)
     out = open(os.path.join(log_dir, f"{service}.log"), "ab") if log_dir else None  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "cdrflow", "run", service], env=env,
+    return subprocess.Popen([sys.executable, "-m", "cdrflow_app", "run", service], env=env,
                             stdout=out, stderr=subprocess.STDOUT if out else None)
 
 

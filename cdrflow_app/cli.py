@@ -145,8 +145,8 @@ def up(settings: Settings, json_logs: bool) -> None:
     """Start the broker (unless external), migrate, and run every service as its own process."""
     import time
 
-    from cdrflow.orchestrate import infrastructure, pipeline, wait_for_listener
-    from cdrflow.up_summary import exited_report, logs_dir, up_summary, wants_json_logs
+    from cdrflow_app.orchestrate import infrastructure, pipeline, wait_for_listener
+    from cdrflow_app.up_summary import exited_report, logs_dir, up_summary, wants_json_logs
 
     stop = False
 
@@ -178,7 +178,7 @@ def up(settings: Settings, json_logs: bool) -> None:
 @click.pass_obj
 def demo(settings: Settings) -> None:
     """The main job: run the whole pipeline on embedded defaults over the sample carrier files."""
-    from cdrflow.demo import run_demo
+    from cdrflow_app.demo import run_demo
 
     run_demo(settings)
 
@@ -285,7 +285,7 @@ from cdrflow.cli_files import QUEUED_NOTE, files  # noqa: E402  (files: list, sh
 
 main.add_command(files)
 
-from cdrflow.cli_sources import collect, sources  # noqa: E402  (commands of the Collection issue)
+from services.collector.commands import collect, sources  # noqa: E402  (commands of the Collection issue)
 
 main.add_command(sources)
 main.add_command(collect)
@@ -312,12 +312,12 @@ from services.rater.commands import fees  # noqa: E402  (fixed-fee sheets: load,
 
 main.add_command(fees)
 
-from cdrflow.cli_rating import clis, customers, rate, rates, recon, schedules, tariffs  # noqa: E402
+from services.rater.rating_commands import clis, customers, rate, rates, recon, schedules, tariffs  # noqa: E402
 
 for command in (tariffs, schedules, rates, customers, clis, recon, rate):
     main.add_command(command)
 
-from cdrflow.cli_formats import formats, parse  # noqa: E402  (commands of the Carrier formats issue)
+from services.parser.commands import formats, parse  # noqa: E402  (commands of the Carrier formats issue)
 
 main.add_command(parse)
 main.add_command(formats)
@@ -326,7 +326,7 @@ from cdrflow.cli_dlq import dlq  # noqa: E402  (dead letters: list, show, replay
 
 main.add_command(dlq)
 
-from cdrflow.cli_users import audit, tokens, users  # noqa: E402  (who may use the console and API; the audit trail)
+from services.admin.commands import audit, tokens, users  # noqa: E402  (who may use the console and API; the audit trail)
 
 main.add_command(users)
 main.add_command(tokens)

@@ -15,9 +15,10 @@ from email.message import EmailMessage
 
 import click
 
+import cdrflow
 from cdrflow.client import AdminApiError, AdminClient
 from cdrflow.localkafka import free_port
-from cdrflow.orchestrate import PIPELINE_SERVICES, infrastructure, pipeline
+from cdrflow_app.orchestrate import PIPELINE_SERVICES, infrastructure, pipeline
 from cdrflow.filestore import FileStore
 from cdrflow.reference import load_carriers
 from services.rater.reference import load_customers, load_rate_sheet, load_tariffs
@@ -25,7 +26,7 @@ from cdrflow.db import Database
 from cdrflow.errors import InfrastructureError
 from cdrflow.settings import Settings
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(cdrflow.__file__).parent / "samples"
 DEMO_PERIOD = "2026-10"
 TERMINAL = {"held", "rated", "failed", "discarded"}
 

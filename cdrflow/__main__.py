@@ -1,3 +1,0 @@
-from cdrflow.cli import main
-
-main()

@@ -1,0 +1,3 @@
+from cdrflow_app.cli import main
+
+main()

@@ -79,7 +79,7 @@ def fee_routes(runtime: Runtime) -> list[Route]:
             raise InputError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(body, dict) or not ({"sdr", "hold_same_name"} & set(body)):
             raise InputError('give "sdr" ("billing" or "information") and/or "hold_same_name" (true or false)')
-        if "sdr" in body and body["sdr"] not in SDR_RULES:
+        if "sdr" in body and (not isinstance(body["sdr"], str) or body["sdr"] not in SDR_RULES):
             raise InputError(f"sdr {body['sdr']!r} is not billing or information")
         if "hold_same_name" in body and not isinstance(body["hold_same_name"], bool):
             raise InputError(f"hold_same_name {body['hold_same_name']!r} is not true or false")

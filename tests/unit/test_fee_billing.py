@@ -257,6 +257,7 @@ def test_fee_sheets_load_as_new_versions_and_list_and_show(sdr_runtime):
         rule = client.put("/carriers/gamma/rules", json={"sdr": "information"})
         assert rule.json() == {"carrier": "gamma", "hold_same_name": False, "sdr": "information"}
         assert client.put("/carriers/gamma/rules", json={"sdr": "maybe"}).status_code == 422
+        assert client.put("/carriers/gamma/rules", json={"sdr": {"a": 1}}).status_code == 422  # not a word: 422, not 500
     listed = runner.invoke(cli_main(), ["fees", "list", "--json"], env=env)
     assert '"version": 2' in listed.output
     show = runner.invoke(cli_main(), ["fees", "show", "business", "--version", "1"], env=env)

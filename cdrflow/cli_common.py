@@ -88,3 +88,24 @@ def echo_object(view: dict[str, Any], as_json: bool) -> None:
     for key, rows in tables.items():
         click.echo(f"\n{key} ({len(rows)}):")
         echo_table(rows, tuple(dict.fromkeys(k for r in rows for k in r)))
+
+
+def add_list_command(group: click.Group, path: str, columns: tuple[str, ...], empty: str, doc: str) -> None:
+    """``<group> list [--json]``: ``GET /<path>`` as a table with ``columns`` (or the JSON)."""
+
+    @group.command("list", help=doc)
+    @json_option
+    @click.pass_context
+    def list_(ctx: click.Context, as_json: bool) -> None:
+        echo_listing(admin_client(ctx).listing(path), columns, as_json, empty)
+
+
+def add_show_command(group: click.Group, path: str, argument: str, doc: str) -> None:
+    """``<group> show ARGUMENT [--json]``: ``GET /<path>/<argument>``, one field per line (or the JSON)."""
+
+    @group.command("show", help=doc)
+    @click.argument(argument)
+    @json_option
+    @click.pass_context
+    def show(ctx: click.Context, as_json: bool, **arguments: str) -> None:
+        echo_object(admin_client(ctx).shown(path, arguments[argument]), as_json)

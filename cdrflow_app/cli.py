@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cdrflow.errors import CdrflowError
-from cdrflow.cli_common import admin_client, echo_listing, echo_object, json_option, open_database
+from cdrflow.cli_common import add_list_command, add_show_command, open_database
 from cdrflow.settings import Settings, load_settings
 
 LOOP_SERVICES = ("dedupe", "parser", "rater", "invoicer", "sender")
@@ -264,21 +264,10 @@ def carriers_rules(settings: Settings, code: str, hold_same_name: bool | None, s
 CARRIER_COLUMNS = ("carrier", "name", "cdr_format", "sdr_format", "sdr", "hold_same_name", "file_name_pattern")
 
 
-@carriers.command("list")
-@json_option
-@click.pass_context
-def carriers_list(ctx: click.Context, as_json: bool) -> None:
-    """Carriers: the formats that read their files and their processing rules."""
-    echo_listing(admin_client(ctx).listing("carriers"), CARRIER_COLUMNS, as_json, "no carriers")
-
-
-@carriers.command("show")
-@click.argument("code")
-@json_option
-@click.pass_context
-def carriers_show(ctx: click.Context, code: str, as_json: bool) -> None:
-    """A carrier: formats, rules, the addresses to mail its files to, its collection sources."""
-    echo_object(admin_client(ctx).shown("carriers", code), as_json)
+add_list_command(carriers, "carriers", CARRIER_COLUMNS, "no carriers",
+                 "Carriers: the formats that read their files and their processing rules.")
+add_show_command(carriers, "carriers", "code",
+                 "A carrier: formats, rules, the addresses to mail its files to, its collection sources.")
 
 
 from cdrflow.cli_files import QUEUED_NOTE, files  # noqa: E402  (files: list, show, release, discard, retry)

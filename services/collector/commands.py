@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cdrflow.cli_common import admin_client, echo_listing, echo_object, json_option, open_database
+from cdrflow.cli_common import add_show_command, admin_client, echo_listing, json_option, open_database
 from cdrflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -113,13 +113,8 @@ def sources_list(ctx: click.Context, carrier: str | None, as_json: bool) -> None
                         "delete_after_collect", "state", "rules", "warnings"), as_json, "no sources")
 
 
-@sources.command("show")
-@click.argument("name")
-@json_option
-@click.pass_context
-def sources_show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """A source: where it is, what it collects, and how its polls are going (never its credentials)."""
-    echo_object(admin_client(ctx).shown("sources", name), as_json)
+add_show_command(sources, "sources", "name",
+                 "A source: where it is, what it collects, and how its polls are going (never its credentials).")
 
 
 @sources.command("trust")

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from cdrflow.cli_common import admin_client, echo_listing, echo_object, json_option, open_database
+from cdrflow.cli_common import (add_list_command, add_show_command, admin_client, echo_listing, echo_object,
+                                json_option, open_database)
 from cdrflow.settings import Settings
 
 
@@ -52,23 +53,10 @@ def tariffs_load(settings: Settings, path: Path) -> None:
         click.echo(f"{load_tariffs(session, path)} tariff(s) saved")
 
 
-@tariffs.command("list")
-@json_option
-@click.pass_context
-def tariffs_list(ctx: click.Context, as_json: bool) -> None:
-    """Tariffs: their peak schedule and rounding."""
-    echo_listing(admin_client(ctx).listing("tariffs"),
+add_list_command(tariffs, "tariffs",
                  ("tariff", "name", "schedule", "split_bands", "places", "rounding", "charge_unanswered"),
-                 as_json, "no tariffs")
-
-
-@tariffs.command("show")
-@click.argument("code")
-@json_option
-@click.pass_context
-def tariffs_show(ctx: click.Context, code: str, as_json: bool) -> None:
-    """A tariff with its rate sheet versions and its customers."""
-    echo_object(admin_client(ctx).shown("tariffs", code), as_json)
+                 "no tariffs", "Tariffs: their peak schedule and rounding.")
+add_show_command(tariffs, "tariffs", "code", "A tariff with its rate sheet versions and its customers.")
 
 
 @click.group()
@@ -91,22 +79,9 @@ def schedules_add(settings: Settings, name: str, path: Path, holidays_as_weekend
     click.echo(f"schedule {name} saved")
 
 
-@schedules.command("list")
-@json_option
-@click.pass_context
-def schedules_list(ctx: click.Context, as_json: bool) -> None:
-    """Peak schedules (the built-in uk-default first), with how many rules each has."""
-    echo_listing(admin_client(ctx).listing("schedules"),
-                 ("schedule", "built_in", "holidays_as_weekend", "holiday_region", "rules"), as_json, "no schedules")
-
-
-@schedules.command("show")
-@click.argument("name")
-@json_option
-@click.pass_context
-def schedules_show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """A peak schedule with its rules (band, days, start, end)."""
-    echo_object(admin_client(ctx).shown("schedules", name), as_json)
+add_list_command(schedules, "schedules", ("schedule", "built_in", "holidays_as_weekend", "holiday_region", "rules"),
+                 "no schedules", "Peak schedules (the built-in uk-default first), with how many rules each has.")
+add_show_command(schedules, "schedules", "name", "A peak schedule with its rules (band, days, start, end).")
 
 
 @click.group()
@@ -165,23 +140,10 @@ def customers() -> None:
     """Customers and the CLIs that identify them."""
 
 
-@customers.command("list")
-@json_option
-@click.pass_context
-def customers_list(ctx: click.Context, as_json: bool) -> None:
-    """Customers: tariff, billing schedule and email, tax, and how many CLIs."""
-    echo_listing(admin_client(ctx).listing("customers"),
+add_list_command(customers, "customers",
                  ("customer", "name", "tariff", "billing_schedule", "billing_email", "tax_code", "currency", "clis"),
-                 as_json, "no customers")
-
-
-@customers.command("show")
-@click.argument("code")
-@json_option
-@click.pass_context
-def customers_show(ctx: click.Context, code: str, as_json: bool) -> None:
-    """A customer with its billing terms and CLIs."""
-    echo_object(admin_client(ctx).shown("customers", code), as_json)
+                 "no customers", "Customers: tariff, billing schedule and email, tax, and how many CLIs.")
+add_show_command(customers, "customers", "code", "A customer with its billing terms and CLIs.")
 
 
 def _billing_terms(command):  # type: ignore[no-untyped-def]
@@ -317,13 +279,8 @@ def clis_list(ctx: click.Context, customer: str | None, as_json: bool) -> None:
     echo_listing(admin_client(ctx).listing("clis", customer=customer), CLI_COLUMNS, as_json, "no CLIs")
 
 
-@clis.command("show")
-@click.argument("cli")
-@json_option
-@click.pass_context
-def clis_show(ctx: click.Context, cli: str, as_json: bool) -> None:
-    """A CLI as it was added (a DDI, +44…* prefix, FROM-TO range or code) and whose it is."""
-    echo_object(admin_client(ctx).shown("clis", cli), as_json)
+add_show_command(clis, "clis", "cli",
+                 "A CLI as it was added (a DDI, +44…* prefix, FROM-TO range or code) and whose it is.")
 
 
 @click.command()

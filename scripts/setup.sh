@@ -23,3 +23,4 @@ fi
 
 deploy/kafka/fetch.sh .venv/bin/python >&2
 scripts/browser-deps.sh  # Debian's chromium, for the console's browser tests
+scripts/peer-deps.sh     # Debian's openssh-server and vsftpd, the collector's real test peers

@@ -354,8 +354,11 @@ async def fetch_host_keys(source: str, host: str, port: int, timeout: float) -> 
             key = await asyncio.wait_for(asyncssh.get_server_host_key(
                 host, port, server_host_key_algs=offered, config=[]), wait)
         except _SSH_ERRORS as exc:
-            if keys and isinstance(exc, (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, asyncio.TimeoutError)):
-                break  # no key of the types still offered
+            # No key of the types still offered. OpenSSH's sshd says so and closes at once, which
+            # the client may see as a reset connection rather than the disconnect message.
+            if keys and isinstance(exc, (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, asyncssh.DisconnectError,
+                                         ConnectionError, asyncio.TimeoutError)):
+                break
             raise _ssh_error(endpoint, exc, "fetch the host keys") from exc
         if key is None:
             break

@@ -14,6 +14,11 @@ def _admin(ctx: click.Context):  # type: ignore[no-untyped-def]
     return AdminClient.for_settings(ctx.obj)
 
 
+FILE_COLUMNS = ("file_id", "status", "carrier", "kind", "period", "received_at", "original_name", "status_reason",
+                "overlaps")
+"""``cdrflow files``: the table's columns, named as the JSON's keys."""
+
+
 @click.group(invoke_without_command=True)
 @click.option("--carrier", default=None, help="only this carrier's files")
 @click.option("--kind", type=click.Choice(["cdr", "sdr"]), default=None)
@@ -34,15 +39,10 @@ def files(ctx: click.Context, carrier: str | None, kind: str | None, status: str
         if status is not None:
             status = file_status(status)
         found = _admin(ctx).files(status, carrier=carrier, kind=kind, month=month, period=period)
-        if as_json:
-            import orjson
+        from cdrflow.cli_common import echo_listing
 
-            click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
-            return
-        for f in found:
-            click.echo(f"{f['file_id']}  {f['status']:9} {f['carrier']:10} {f['kind']} {f['period']:7} "
-                       f"{f['received_at'][:16]}  {f['original_name']}  {f['status_reason'] or ''}"
-                       + (f"  {f['overlaps']}" if f.get("overlaps") else ""))
+        rows = found if as_json else [f | {"received_at": f["received_at"][:16]} for f in found]
+        echo_listing(rows, FILE_COLUMNS, as_json, "no files")
 
 
 @files.command("show")

@@ -197,20 +197,22 @@ def sources_remove(settings: Settings, name: str, yes: bool) -> None:
 
 
 @sources.command("status")
+@json_option
 @click.pass_obj
-def sources_status(settings: Settings) -> None:
-    """Each source's state: last success, consecutive failures, next poll, last error."""
+def sources_status(settings: Settings, as_json: bool) -> None:
+    """Each source's state: files collected, consecutive failures, last success, next poll, last
+    error (times in the operator's zone)."""
     from services.collector.sources import all_sources
 
-    def when(value) -> str:  # type: ignore[no-untyped-def]
-        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    def when(value) -> str | None:  # type: ignore[no-untyped-def]
+        return value.astimezone(settings.zone).isoformat(timespec="seconds") if value else None
 
     with open_database(settings).transaction() as session:
-        for src in all_sources(session):
-            state = src.state if src.enabled else "disabled"
-            click.echo(f"{src.name:16} {state:8} collected={src.collected} failures={src.failures} "
-                       f"last_success={when(src.last_success_at)} next_poll={when(src.next_poll_at)}"
-                       + (f"\n{'':16} error: {src.last_error}" if src.last_error else ""))
+        rows = [{"source": src.name, "state": src.state if src.enabled else "disabled", "collected": src.collected,
+                 "failures": src.failures, "last_success": when(src.last_success_at),
+                 "next_poll": when(src.next_poll_at), "last_error": src.last_error}
+                for src in all_sources(session)]
+    echo_listing(rows, tuple(rows[0]) if rows else (), as_json, "no sources")
 
 
 @click.command()

@@ -159,7 +159,10 @@ def test_files_show_prints_candidates_and_the_comparison_and_release_needs_a_rea
     assert "    first difference at line 2:" in shown.output
     assert "      candidate: +441632960001,01174960123,2026-10-01T09:15:00,125,0.0030" in shown.output
     listed = cli(api, monkeypatch, "--status", "held", "--carrier", "gamma")
-    assert listed.output.count("\n") == 1 and held.subject in listed.output
+    header, row = listed.output.splitlines()  # a header row, then the one held file
+    assert header.split() == ["file_id", "status", "carrier", "kind", "period", "received_at", "original_name",
+                              "status_reason", "overlaps"]
+    assert row.startswith(f"{held.subject}  held ")
     no_reason = cli(api, monkeypatch, "release", held.subject)
     assert no_reason.exit_code == 2 and "Missing option '--reason'" in no_reason.output
     released = cli(api, monkeypatch, "release", held.subject, "--reason", "new batch", "--operator", "sam")

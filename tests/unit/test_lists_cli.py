@@ -160,3 +160,19 @@ def test_sources_list_shows_the_warnings_and_never_the_credentials(cli):
     shown = orjson.loads(cli("sources", "show", "gamma-sftp", "--json").output)
     assert "secret" not in shown and "password" not in listed.output
     assert shown["host_key_pinned"] is False and shown["warnings"] == ["host key NOT pinned"]
+
+
+def test_sources_status_and_files_have_a_header_row_and_json(cli, runtime):
+    with runtime.database.transaction() as session:
+        source = session.get(Source, "gamma-sftp")
+        source.state, source.failures, source.last_error = "failing", 2, "can't reach sftp.gamma.example:22"
+    status = cli("sources", "status")
+    assert status.exit_code == 0, status.output
+    header, rows = table(status.output)
+    assert header == ["source", "state", "collected", "failures", "last_success", "next_poll", "last_error"]
+    assert rows[0][:4] == ["gamma-sftp", "failing", "0", "2"] and status.output.rstrip().endswith("example:22")
+    found = orjson.loads(cli("sources", "status", "--json").output)
+    assert found[0]["last_error"] == "can't reach sftp.gamma.example:22" and found[0]["next_poll"] is None
+
+    assert cli("files").output == "no files\n"
+    assert orjson.loads(cli("files", "--json").output) == []

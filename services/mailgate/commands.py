@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 import orjson
 
-from cdrflow.cli_common import open_database
+from cdrflow.cli_common import echo_json, json_option, open_database
 from cdrflow.settings import Settings
 
 
@@ -16,12 +16,21 @@ def mail() -> None:
 
 
 @mail.command("addresses")
+@json_option
 @click.pass_obj
-def mail_addresses(settings: Settings) -> None:
+def mail_addresses(settings: Settings, as_json: bool) -> None:
     """The addresses carriers can send files to, and each carrier's mail rules."""
     from services.mailgate.carriers import mail_rules
 
     d = settings.mail_domain
+    if as_json:
+        with open_database(settings).transaction() as session:
+            echo_json({"any_carrier": f"cdrs@{d}", "carriers": [
+                {"carrier": rule.carrier, "addresses": [f"{rule.carrier.lower()}.{box}@{d}"
+                                                        for box in ("cdrs", "daily", "monthly", "sdr")],
+                 "file_name_pattern": rule.file_name_pattern, "senders": rule.mail_senders}
+                for rule in mail_rules(session)]})
+        return
     click.echo(f"cdrs@{d}  (carrier found from the file name by the patterns below)")
     with open_database(settings).transaction() as session:
         for rule in mail_rules(session):
@@ -53,13 +62,20 @@ def mail_rules_command(settings: Settings, carrier: str, file_name_pattern: str 
 @mail.command("messages")
 @click.option("--status", type=click.Choice(["pending", "processed", "failed"]), default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
+@json_option
 @click.pass_obj
-def mail_messages(settings: Settings, status: str | None, limit: int) -> None:
+def mail_messages(settings: Settings, status: str | None, limit: int, as_json: bool) -> None:
     """Messages the gateway accepted, newest first, with the files they became and parts ignored."""
     from services.mailgate.carriers import recent_messages
 
     with open_database(settings).transaction() as session:
-        for m in recent_messages(session, status, limit):
+        messages = recent_messages(session, status, limit)
+        if as_json:
+            echo_json([{"message_id": m.id, "received_at": m.received_at.isoformat(), "status": m.status,
+                        "sender": m.sender, "recipients": orjson.loads(m.recipients),
+                        "outcome": orjson.loads(m.outcome) if m.outcome else {}} for m in messages])
+            return
+        for m in messages:
             outcome = orjson.loads(m.outcome) if m.outcome else {}
             click.echo(f"{m.id}  {m.received_at:%Y-%m-%d %H:%M:%S}  {m.status:9} from {m.sender} to "
                        f"{', '.join(orjson.loads(m.recipients))}")

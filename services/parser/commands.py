@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from cdrflow.errors import DatabaseError, InputError
-from cdrflow.cli_common import open_database
+from cdrflow.cli_common import echo_json, json_option, open_database
 from cdrflow.settings import Settings
 
 
@@ -91,8 +91,9 @@ def parse(settings: Settings, path: Path, fmt: str, zone: str | None, max_reject
 
 
 @click.group(invoke_without_command=True)
+@json_option
 @click.pass_context
-def formats(ctx: click.Context) -> None:
+def formats(ctx: click.Context, as_json: bool) -> None:
     """The file formats the parser knows (or: formats add|show|remove|detect|use)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -105,6 +106,10 @@ def formats(ctx: click.Context) -> None:
     except DatabaseError as exc:
         listing = list_formats(None)
         click.echo(f"(custom formats not shown: {exc}; 'cdrflow migrate' creates the tables)", err=True)
+    if as_json:
+        echo_json([{"format": f.name, "kind": f.kind, "origin": f.origin, "description": f.description}
+                   for f in listing])
+        return
     for f in listing:
         click.echo(f"{f.name:18} {f.kind:4} {f.origin:10} {f.description}")
 

@@ -80,3 +80,17 @@ def test_formats_detect_suggests_and_changes_nothing(cli):
     assert lines[0] == "broadworks-BW-CDR-20261001.csv: likely broadworks"
     assert lines[1].split()[0] == "broadworks"
     assert lines[-1].startswith("This is a suggestion only")
+
+
+def test_formats_and_the_mail_gateways_listings_give_json_for_scripts(cli, tmp_path):
+    import orjson
+
+    (tmp_path / "acme.toml").write_text(ACME)
+    cli("formats", "add", tmp_path / "acme.toml")
+    listed = orjson.loads(cli("formats", "--json").output)
+    assert [f["format"] for f in listed][-1] == "acme-switch"
+    assert listed[-1] | {"description": ""} == {"format": "acme-switch", "kind": "cdr", "origin": "custom v1",
+                                                "description": ""}
+    assert orjson.loads(cli("mail", "messages", "--json").output) == []
+    addresses = orjson.loads(cli("mail", "addresses", "--json").output)
+    assert addresses["any_carrier"].startswith("cdrs@") and isinstance(addresses["carriers"], list)

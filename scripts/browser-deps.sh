@@ -9,14 +9,7 @@ CHROMIUM=/usr/bin/chromium
 if [ -x "$CHROMIUM" ]; then
     exit 0
 fi
-echo "browser-deps: installing chromium (Debian package) for the console's browser tests" >&2
-export DEBIAN_FRONTEND=noninteractive
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-$SUDO apt-get update >&2
-$SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core >&2
+"$(dirname "$0")/debian-packages.sh" "the console's browser tests" chromium fonts-dejavu-core
 if [ ! -x "$CHROMIUM" ]; then
     echo "browser-deps: chromium installed but $CHROMIUM is missing" >&2
     exit 1

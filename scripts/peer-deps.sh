@@ -8,19 +8,4 @@ set -euo pipefail
 if [ -x /usr/sbin/sshd ] && [ -x /usr/sbin/vsftpd ]; then
     exit 0
 fi
-echo "peer-deps: installing openssh-server and vsftpd (Debian packages) as the collector's test peers" >&2
-export DEBIAN_FRONTEND=noninteractive
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-# Debian's policy-rc.d convention: exit 101 tells the packages' scripts not to start (or, under
-# systemd, enable-and-start) their daemons, so installing the test peers opens no port.
-POLICY=/usr/sbin/policy-rc.d
-if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
-    $SUDO chmod +x "$POLICY"
-    trap '$SUDO rm -f "$POLICY"' EXIT
-fi
-$SUDO apt-get update >&2
-$SUDO apt-get install -y --no-install-recommends openssh-server vsftpd >&2
+"$(dirname "$0")/debian-packages.sh" "the collector's test peers" openssh-server vsftpd

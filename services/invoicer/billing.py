@@ -39,7 +39,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, func, or_, select, type_coerce, update
+from sqlalchemy import BigInteger, func, insert, or_, select, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -177,10 +177,11 @@ def _issue_group(session: Session, runs: list[Run], settings: Settings, store: F
         billable.append((run, invoice, lines, call_count))
         issued.append(invoice)
 
-    # The CSVs first: their read of the calls then flushes only the deletes above, and the
-    # figures, lines and CSVs below reach the database in one flush, with the numbers taken last.
+    # The CSVs first: their read of the calls then flushes only the deletes above; the lines
+    # below go in one INSERT, the figures and CSVs in one flush, with the numbers taken last.
     session.flush()
     csvs = invoice_calls_csvs(session, [invoice.id for _, invoice, _, _ in billable], zone)
+    rows: list[dict[str, Any]] = []
     for run, invoice, lines, call_count in billable:
         money = currency(run.customer.currency)
         figures = totals((item.line for item in lines), UK_RATES)
@@ -188,11 +189,17 @@ def _issue_group(session: Session, runs: list[Run], settings: Settings, store: F
                                                    (figures.net_minor, figures.tax_minor, figures.total_minor))
         invoice.issued_on = now.astimezone(zone).date()
         invoice.due_on = invoice.issued_on + timedelta(days=run.customer.payment_terms_days)
-        for item in lines:
-            invoice.charges.append(Charge(
-                description=item.line.description, quantity=item.line.quantity,
-                amount=_pounds(item.line.amount_minor, money), tax_code=item.line.tax_code, kind=item.kind,
-                covered_from=item.covered_from, covered_to=item.covered_to, customer_charge_id=item.customer_charge_id))
+        charges = [dict(invoice_id=invoice.id, description=item.line.description, quantity=item.line.quantity,
+                        amount=_pounds(item.line.amount_minor, money), tax_code=item.line.tax_code, kind=item.kind,
+                        covered_from=item.covered_from, covered_to=item.covered_to,
+                        customer_charge_id=item.customer_charge_id) for item in lines]
+        rows += charges
+        # The lines as this transaction's invoice-issued event reads them (no ids: none is read
+        # before the commit), stored by one bulk INSERT for the group below rather than through
+        # the session's unit of work one object at a time.
+        set_committed_value(invoice, "charges", [Charge(**charge) for charge in charges])
+    if rows:
+        session.execute(insert(Charge), rows)
     stored = store.put_many([csvs[invoice.id] for _, invoice, _, _ in billable])
     for (_, invoice, _, _), csv in zip(billable, stored, strict=True):
         invoice.calls_csv = csv.fingerprint
